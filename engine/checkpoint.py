@@ -1,0 +1,97 @@
+"""Checkpoints: written atomically, read back safely, checked before use.
+
+A checkpoint is a dict of tensors and plain values only, so it loads with
+`torch.load(weights_only=True)` and no pickled code can run from it.
+"""
+
+import logging
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from engine.errors import PixelCNNError
+from engine.model import ModelConfig, build_model
+
+log = logging.getLogger(__name__)
+
+FORMAT = "pixelcnn-studio-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
+    """Writes `state` plus the format tag to a temporary file, then renames it.
+
+    A crash or a full disk during the write leaves the previous file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": FORMAT_VERSION, **state}
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise PixelCNNError(
+            f"could not write checkpoint {path} ({error}); the previous one is untouched. "
+            "Free some disk space or choose another --out folder."
+        ) from error
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Reads and checks a checkpoint file; raises PixelCNNError on anything wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise PixelCNNError(f"checkpoint {path} does not exist; pass the path of a .pt file.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+        raise PixelCNNError(
+            f"{path} is not a readable checkpoint (truncated or not written by torch): {error}"
+        ) from error
+    except Exception as error:  # the weights-only unpickler refuses code this way
+        raise PixelCNNError(
+            f"{path} was refused: it holds objects that are not plain tensors and values "
+            f"({type(error).__name__}). Only load checkpoints from sources you trust."
+        ) from error
+
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise PixelCNNError(f"{path} is not a PixelCNN studio checkpoint.")
+    if state.get("version") != FORMAT_VERSION:
+        raise PixelCNNError(
+            f"{path} has checkpoint format version {state.get('version')}, "
+            f"this program reads version {FORMAT_VERSION}."
+        )
+    for key in ("config", "model"):
+        if key not in state:
+            raise PixelCNNError(f"{path} has no '{key}' entry; it is incomplete.")
+    return state
+
+
+def model_from_state(state: dict, source: str = "checkpoint") -> torch.nn.Module:
+    config = ModelConfig.from_dict(state["config"])
+    model = build_model(config)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise PixelCNNError(
+            f"{source} does not fit its own configuration {config}: {first}"
+        ) from error
+    return model.eval()
+
+
+def load_model(path: str | os.PathLike):
+    """(model in eval mode, checkpoint dict) from a checkpoint file."""
+    state = load_checkpoint(path)
+    return model_from_state(state, str(path)), state
