@@ -31,3 +31,21 @@ class TorchBackend:
     def logits(self, images: np.ndarray) -> np.ndarray:
         batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
         return self.model(batch.to(self.device)).float().cpu().numpy()
+
+
+class IncrementalSession(Protocol):
+    """Exact cached generation for a batch, stepping in raster order.
+
+    Made by a backend's optional `incremental(batch_size)` method. Calls come
+    in raster order: `logits_at(i, j)` gives the [N] logits of pixel (i, j)
+    from the pixels set so far, then `set_pixel(i, j, values)` fixes (i, j);
+    `select(rows)` keeps or repeats batch rows (for resampling).
+    """
+
+    def start(self, canvas: np.ndarray) -> None: ...
+
+    def logits_at(self, i: int, j: int) -> np.ndarray: ...
+
+    def set_pixel(self, i: int, j: int, values: np.ndarray) -> None: ...
+
+    def select(self, rows: np.ndarray) -> None: ...

@@ -1,0 +1,1 @@
+"""The PySide6 + pyqtgraph desktop studio; started by `python main.py`."""
