@@ -6,6 +6,7 @@ A checkpoint is a dict of tensors and plain values only, so it loads with
 
 import logging
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -28,7 +29,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "version": FORMAT_VERSION, **state}
+    # the tags go last so that no key of the state can overwrite them
+    payload = {**state, "format": FORMAT, "version": FORMAT_VERSION}
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:
@@ -36,10 +38,15 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
-    except OSError as error:
+    except (OSError, RuntimeError) as error:
         Path(temporary).unlink(missing_ok=True)
+        # torch.save reports a failed write to its stream (a full disk, say) as a
+        # RuntimeError ("unexpected pos ...") whose context is the OSError
+        cause = error if isinstance(error, OSError) else error.__context__
+        if not isinstance(cause, OSError):
+            raise
         raise PixelCNNError(
-            f"could not write checkpoint {path} ({error}); the previous one is untouched. "
+            f"could not write checkpoint {path} ({cause}); the previous one is untouched. "
             "Free some disk space or choose another --out folder."
         ) from error
     except BaseException:
@@ -57,12 +64,22 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
         raise PixelCNNError(
-            f"{path} is not a readable checkpoint (truncated or not written by torch): {error}"
+            f"{path} is not a readable checkpoint (truncated or not written by torch): "
+            f"{str(error) or type(error).__name__}"
         ) from error
-    except Exception as error:  # the weights-only unpickler refuses code this way
+    except Exception as error:
+        # the weights-only unpickler names what it refused as "GLOBAL module.name";
+        # other failures here are bytes that are no pickle at all
+        refused = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if refused:
+            raise PixelCNNError(
+                f"{path} was refused: it asks to load {refused.group(1)}, which is not a plain "
+                "tensor or value and could run code. Only load checkpoints from sources you "
+                "trust."
+            ) from error
         raise PixelCNNError(
-            f"{path} was refused: it holds objects that are not plain tensors and values "
-            f"({type(error).__name__}). Only load checkpoints from sources you trust."
+            f"{path} is not a checkpoint: torch cannot read it ({type(error).__name__}); "
+            "pass a .pt file written by this program."
         ) from error
 
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -79,11 +96,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def model_from_state(state: dict, source: str = "checkpoint") -> torch.nn.Module:
-    config = ModelConfig.from_dict(state["config"])
+    try:
+        config = ModelConfig.from_dict(state["config"])
+    except PixelCNNError as error:
+        raise PixelCNNError(f"{source}: {error}") from error
     model = build_model(config)
     try:
         model.load_state_dict(state["model"])
-    except RuntimeError as error:
+    except (RuntimeError, TypeError) as error:
         first = str(error).splitlines()[0]
         raise PixelCNNError(
             f"{source} does not fit its own configuration {config}: {first}"

@@ -10,6 +10,7 @@ import argparse
 import gzip
 import hashlib
 import logging
+import math
 import os
 import struct
 import sys
@@ -111,14 +112,21 @@ def parse_idx(data: bytes, expected_magic: int, source: str) -> np.ndarray:
     if len(data) < header:
         raise PixelCNNError(f"{source} is truncated inside its header.")
     shape = struct.unpack(f">{ndim}I", data[4:header])
-    expected = header + int(np.prod(shape, dtype=np.int64))
+    # python ints: an int64 product wraps, and (2^31, 2^31, 4) would pass as 0 bytes
+    expected = header + math.prod(shape)
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "longer than its header says"
         raise PixelCNNError(
             f"{source} is {what}: {len(data)} bytes, header says {expected} "
             f"for shape {tuple(shape)}."
         )
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+    try:
+        return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+    except ValueError as error:
+        # an empty file may state other sizes no array can have, like (0, 2^32-1, 2^32-1)
+        raise PixelCNNError(
+            f"{source} states an impossible shape {tuple(shape)}; it is not an MNIST file."
+        ) from error
 
 
 def load_split(folder: str | os.PathLike, train: bool) -> Split:
@@ -126,23 +134,21 @@ def load_split(folder: str | os.PathLike, train: bool) -> Split:
     folder = Path(folder)
     prefix = "train" if train else "t10k"
     stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
-    arrays = []
-    for stem in stems:
-        path = find_file(folder, stem)
-        arrays.append(parse_idx(read_bytes(path), FILES[stem][0], str(path)))
-    images, labels = arrays
+    paths = [find_file(folder, stem) for stem in stems]
+    images, labels = (
+        parse_idx(read_bytes(path), FILES[stem][0], str(path))
+        for path, stem in zip(paths, stems, strict=True)
+    )
 
     if images.shape[1:] != (SIDE, SIDE):
-        raise PixelCNNError(
-            f"{stems[0]} in {folder} holds images of {images.shape[1:]}, not 28x28."
-        )
+        raise PixelCNNError(f"{paths[0]} holds images of {images.shape[1:]}, not 28x28.")
     if len(images) != len(labels):
         raise PixelCNNError(
-            f"{folder}: {len(images)} images but {len(labels)} labels in the {prefix} split; "
-            "the files do not belong together."
+            f"{paths[0]} holds {len(images)} images but {paths[1]} holds {len(labels)} labels; "
+            "the files do not belong together: fetch both again."
         )
     if labels.size and labels.max() > 9:
-        raise PixelCNNError(f"{stems[1]} in {folder} has a label {labels.max()} outside 0-9.")
+        raise PixelCNNError(f"{paths[1]} has a label {labels.max()} outside 0-9.")
     return Split(images, labels)
 
 
@@ -178,6 +184,8 @@ def binarize_batch(images: torch.Tensor, mode: str, generator: torch.Generator) 
     intensity = images.float().div_(255.0).unsqueeze(1)
     if mode == "threshold":
         return (intensity > 0.5).float()
+    if mode != "dynamic":
+        raise PixelCNNError(f"binarization '{mode}' is unknown; use one of {BINARIZATIONS}.")
     return torch.bernoulli(intensity, generator=generator)
 
 
@@ -216,7 +224,7 @@ def download(folder: str | os.PathLike | None = None, mirror: str = DEFAULT_MIRR
     for stem, (_, md5) in FILES.items():
         url = mirror.rstrip("/") + "/" + stem + ".gz"
         target = folder / (stem + ".gz")
-        if target.is_file() and md5_of(read_bytes(target)) == md5:
+        if already_fetched(target, md5):
             log.info("%s is already there and checks out", target)
             continue
         log.info("fetching %s", url)
@@ -234,6 +242,18 @@ def download(folder: str | os.PathLike | None = None, mirror: str = DEFAULT_MIRR
             )
         write_atomically(target, payload)
     return folder
+
+
+def already_fetched(target: Path, md5: str) -> bool:
+    """Whether a file from an earlier download is there and intact."""
+    if not target.is_file():
+        return False
+    try:
+        return md5_of(read_bytes(target)) == md5
+    except PixelCNNError:
+        # a damaged leftover is fetched again rather than stopping the download
+        log.info("%s is damaged; fetching it again", target)
+        return False
 
 
 def decompress(payload: bytes, source: str) -> bytes:

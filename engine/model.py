@@ -74,6 +74,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
+        if not isinstance(values, dict):
+            raise PixelCNNError(
+                f"model configuration must be a dict of fields, got {type(values).__name__}."
+            )
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:

@@ -15,6 +15,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -81,11 +82,30 @@ class TrainConfig:
 
 
 class Interrupted(Exception):
-    """Raised from the SIGTERM handler so training saves and stops like on Ctrl-C."""
+    """Stops training at a batch boundary after Ctrl-C or SIGTERM; last.pt is saved."""
 
 
-def raise_interrupted(signum, frame):
-    raise Interrupted(signal.Signals(signum).name)
+# set by the command line's signal handlers; the loop checks it between batches,
+# because an exception raised wherever a signal lands could split an optimizer
+# step from its batch counter and leave an inconsistent last.pt
+stop_requested = threading.Event()
+
+
+# torchrun forwards the terminal's Ctrl-C to workers that got it from the terminal
+# too: a repeat this soon is that same key press, not a second one
+REPEAT_SECONDS = 1.0
+first_request = {"at": 0.0}
+
+
+def request_stop(signum, frame):
+    if stop_requested.is_set():
+        if time.monotonic() - first_request["at"] < REPEAT_SECONDS:
+            return
+        # a second Ctrl-C means now, whatever the state
+        raise KeyboardInterrupt
+    first_request["at"] = time.monotonic()
+    stop_requested.set()
+    log.info("%s received: stopping after this batch", signal.Signals(signum).name)
 
 
 def lr_factor(step: int, total_steps: int, config: TrainConfig) -> float:
@@ -152,7 +172,12 @@ class Trainer:
         self.config = config
         self.model_config = model_config
         self.out = Path(config.out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise PixelCNNError(
+                f"run folder {self.out} could not be made ({error}); choose another --out."
+            ) from error
         if config.threads:
             torch.set_num_threads(config.threads)
         self.device = pick_device(config.device)
@@ -193,20 +218,38 @@ class Trainer:
         )
 
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        # the epoch's running training loss, so a resumed epoch reports all of it
+        self.epoch_loss_sum, self.epoch_loss_count = 0.0, 0
         self.best_validation = math.inf
         self.elapsed = 0.0
         if resume_state is not None:
             self.restore(resume_state)
 
     def restore(self, state: dict):
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch = state["epoch"]
-        self.batch_in_epoch = state["batch_in_epoch"]
-        self.step = state["step"]
-        self.best_validation = state["best_validation"]
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.epoch = state["epoch"]
+            self.batch_in_epoch = state["batch_in_epoch"]
+            self.step = state["step"]
+            self.best_validation = state["best_validation"]
+        except (KeyError, RuntimeError, ValueError, TypeError) as error:
+            # a checkpoint edited or assembled elsewhere: say so instead of a traceback;
+            # load_state_dict puts its first mismatch on the second line
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            first = lines[min(1, len(lines) - 1)] if lines else type(error).__name__
+            raise PixelCNNError(
+                f"the run in {self.out} cannot be resumed: its last.pt does not hold a "
+                f"consistent training state ({first}). Start a new run with another --out."
+            ) from error
         self.elapsed = state.get("elapsed", 0.0)
+        # checkpoints of older versions lack these; then the epoch's figure
+        # covers the batches after the resume only, and dropout draws afresh
+        self.epoch_loss_sum = state.get("epoch_loss_sum", 0.0)
+        self.epoch_loss_count = state.get("epoch_loss_count", 0)
+        if "rng_state" in state:
+            torch.set_rng_state(state["rng_state"])
 
     def state(self) -> dict:
         return {
@@ -220,6 +263,10 @@ class Trainer:
             "step": self.step,
             "best_validation": self.best_validation,
             "elapsed": self.elapsed,
+            "epoch_loss_sum": self.epoch_loss_sum,
+            "epoch_loss_count": self.epoch_loss_count,
+            # dropout's masks come from the global generator
+            "rng_state": torch.get_rng_state(),
             "parameters": count_parameters(self.model),
         }
 
@@ -250,7 +297,8 @@ class Trainer:
         self.model.train()
         last_save = time.monotonic()
         while self.epoch < self.config.epochs:
-            epoch_start, losses = time.monotonic(), []
+            self.stop_if_requested()
+            epoch_start, batches_run = time.monotonic(), 0
             batches = training_batches(
                 self.train_images,
                 self.config.batch_size,
@@ -266,28 +314,38 @@ class Trainer:
                 if index < self.batch_in_epoch:
                     continue
                 tick = time.monotonic()
-                losses.append(self.train_step(batch))
+                loss = self.train_step(batch)
                 self.batch_in_epoch = index + 1
                 self.step += 1
+                self.epoch_loss_sum += loss
+                self.epoch_loss_count += 1
                 self.elapsed += time.monotonic() - tick
+                batches_run += 1
                 if on_batch:
-                    on_batch(self, losses[-1])
+                    on_batch(self, loss)
+                self.stop_if_requested()
                 if time.monotonic() - last_save > self.config.save_minutes * 60:
                     self.save("last.pt")
                     last_save = time.monotonic()
 
-            record = self.finish_epoch(losses, time.monotonic() - epoch_start)
+            record = self.finish_epoch(batches_run, time.monotonic() - epoch_start)
             if on_epoch:
                 on_epoch(self, record)
         return self.best_validation
 
-    def finish_epoch(self, losses, seconds) -> dict:
+    def stop_if_requested(self):
+        """Raises Interrupted when a stop was asked for, on every rank at the same batch."""
+        requested = float(stop_requested.is_set())
+        if self.dist.sum(requested, self.device) > 0:
+            raise Interrupted("stop requested")
+
+    def finish_epoch(self, batches_run, seconds) -> dict:
         validation = self.validate()
         self.model.train()
-        train_loss = self.dist.sum(sum(losses), self.device) / max(
-            self.dist.sum(len(losses), self.device), 1
+        train_loss = self.dist.sum(self.epoch_loss_sum, self.device) / max(
+            self.dist.sum(self.epoch_loss_count, self.device), 1
         )
-        images = len(losses) * self.config.batch_size
+        images = batches_run * self.config.batch_size
         record = {
             "epoch": self.epoch + 1,
             "step": self.step,
@@ -300,6 +358,7 @@ class Trainer:
         }
         self.epoch += 1
         self.batch_in_epoch = 0
+        self.epoch_loss_sum, self.epoch_loss_count = 0.0, 0
         improved = validation < self.best_validation
         self.best_validation = min(self.best_validation, validation)
         if self.dist.is_main:
@@ -321,7 +380,11 @@ def parse_args(argv):
     parser.add_argument("--data", help="MNIST folder (default $PIXELCNN_DATA or the cache)")
     parser.add_argument("--out", default=train_defaults.out, help="run folder")
     parser.add_argument("--resume", action="store_true", help="continue <out>/last.pt")
-    parser.add_argument("--epochs", type=int, default=train_defaults.epochs)
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help=f"epochs in all (default {train_defaults.epochs}; with --resume, the run's own)",
+    )
     parser.add_argument("--batch-size", type=int, default=train_defaults.batch_size)
     parser.add_argument("--lr", type=float, default=train_defaults.lr)
     parser.add_argument("--schedule", choices=SCHEDULES, default=train_defaults.schedule)
@@ -331,7 +394,9 @@ def parse_args(argv):
     parser.add_argument("--subset", type=int, help="train on the first N digits only")
     parser.add_argument("--validation-size", type=int, default=train_defaults.validation_size)
     parser.add_argument("--binarization", choices=BINARIZATIONS, default="dynamic")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument(
+        "--threads", type=int, help="CPU threads for torch (with --resume, the run's own)"
+    )
     parser.add_argument("--save-minutes", type=float, default=train_defaults.save_minutes)
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--arch", choices=ARCHITECTURES, default=model_defaults.arch)
@@ -344,15 +409,21 @@ def parse_args(argv):
 
 def configs_from_args(args):
     if args.resume:
-        state = load_checkpoint(Path(args.out) / "last.pt")
-        saved = state["train"]
+        path = Path(args.out) / "last.pt"
+        state = load_checkpoint(path)
+        saved = state.get("train")
+        if not isinstance(saved, dict):
+            raise PixelCNNError(
+                f"{path} holds a model but no training run, so it cannot be resumed; "
+                "start a new run with another --out."
+            )
         # where and how long may change on resume; what is learned may not
         saved.update(
             data=args.data or saved["data"],
             out=args.out,
-            epochs=args.epochs,
+            epochs=saved["epochs"] if args.epochs is None else args.epochs,
             device=args.device,
-            threads=args.threads,
+            threads=args.threads or saved["threads"],
         )
         known = {f.name for f in fields(TrainConfig)}
         return (
@@ -360,6 +431,8 @@ def configs_from_args(args):
             ModelConfig.from_dict(state["config"]),
             state,
         )
+    if args.epochs is None:
+        args.epochs = TrainConfig.epochs
     train_config = TrainConfig(
         **{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     )
@@ -377,7 +450,10 @@ def configs_from_args(args):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, raise_interrupted)
+    stop_requested.clear()
+    previous_handlers = {
+        number: signal.signal(number, request_stop) for number in (signal.SIGINT, signal.SIGTERM)
+    }
     trainer = None
     try:
         train_config, model_config, state = configs_from_args(args)
@@ -386,18 +462,26 @@ def main(argv=None) -> int:
     except PixelCNNError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, Interrupted) as stop:
-        if trainer is None:
-            return 130
-        trainer.save("last.pt")
+    except Interrupted:
+        try:
+            trainer.save("last.pt")
+        except PixelCNNError as error:
+            # a full disk as the run stops: say so, the older last.pt stays
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         if trainer.dist.is_main:
             print(
-                f"\nstopped ({type(stop).__name__}); resume with: "
-                f"python -m engine.train --out {trainer.out} --resume",
+                f"\nstopped; resume with: python -m engine.train --out {trainer.out} --resume",
                 file=sys.stderr,
             )
         return 130
+    except KeyboardInterrupt:
+        # a second Ctrl-C may land mid-step: keep the last.pt saved before
+        print("\nstopped at once; last.pt is the one saved before", file=sys.stderr)
+        return 130
     finally:
+        for number, handler in previous_handlers.items():
+            signal.signal(number, handler)
         if trainer is not None:
             trainer.dist.close()
 
