@@ -7,6 +7,7 @@ and the logits equal the full network's up to float rounding.
 """
 
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -284,7 +285,7 @@ class PixelStep(nn.Module):
         return torch.cat(column, 1), logit[:, 0]
 
 
-class RasterSession:
+class RasterSession(ABC):
     """Raster-order bookkeeping shared by the torch and ONNX Runtime sessions.
 
     Steps run lazily: `logits_at(i, j)` runs the row and pixel steps of every
@@ -318,11 +319,14 @@ class RasterSession:
         self._zero_left = np.zeros((N, 1), dtype=np.float32)
         self._next = 0
         self._allocate(N)
+        log.debug("cached session started for %d canvases of %dx%d", N, H, W)
 
     def logits_at(self, i: int, j: int) -> np.ndarray:
         """[N] logits of pixel (i, j) given every pixel before it."""
         position = self._position(i, j)
         W = self.layout.width
+        # TODO: known pixels are stepped one at a time like drawn ones; a row whose
+        # pixels are all known could run its horizontal stream in one batched call
         while self._next <= position:
             row, column = divmod(self._next, W)
             if column == 0:
@@ -375,20 +379,25 @@ class RasterSession:
             raise ValueError(f"pixel ({i}, {j}) lies outside the {H}x{W} image")
         return i * W + j
 
+    @abstractmethod
     def _allocate(self, batch: int) -> None:
-        raise NotImplementedError
+        """Makes zeroed caches for a batch of `batch`."""
 
+    @abstractmethod
     def _row(self, i: int) -> None:
-        raise NotImplementedError
+        """Runs the row step of row i and stores its results in the caches."""
 
+    @abstractmethod
     def _pixel(self, i: int, j: int) -> np.ndarray:
-        raise NotImplementedError
+        """Runs the pixel step of (i, j), stores its column, returns the [N] logits."""
 
+    @abstractmethod
     def _reindex(self, rows: np.ndarray) -> None:
-        raise NotImplementedError
+        """Takes batch rows `rows` of every cache."""
 
+    @abstractmethod
     def _release(self) -> None:
-        raise NotImplementedError
+        """Lets go of the caches."""
 
 
 class TorchIncrementalSession(RasterSession):

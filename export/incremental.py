@@ -15,14 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
+import torch
 
+from engine.checkpoint import load_model
 from engine.errors import PixelCNNError
 
-# TODO: the cache layout and the raster bookkeeping come from engine.incremental,
-# which imports torch; running the ONNX graphs should not need torch, so both
-# belong in a torch-free module (as does ModelConfig, see export.runtime)
-from engine.incremental import CacheLayout, RasterSession
+# TODO: running the ONNX graphs needs no torch, but the cache layout and the raster
+# bookkeeping come from engine.incremental, which imports it; they belong in a
+# torch-free module (as does ModelConfig, see export.runtime)
+from engine.incremental import CacheLayout, PixelStep, RasterSession, RowStep, check_two_stream
+from export.onnx import write_atomically
 from export.runtime import (
     FORMAT,
     FORMAT_VERSION,
@@ -56,22 +60,17 @@ def incremental_paths(model_path: str | os.PathLike) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".row.onnx"), stem.with_name(stem.name + ".pixel.onnx")
 
 
-def export_steps(model, opset: int = OPSET) -> tuple[bytes, bytes]:
-    """The serialized row and pixel graphs of a two-stream model, batch dynamic."""
-    import torch
-
-    from engine.incremental import PixelStep, RowStep
-
+def export_steps(model, opset: int = OPSET) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """The row and pixel graphs of a two-stream model, their batch dimension dynamic."""
     layout = CacheLayout.of(model.config)
     row_step, pixel_step = RowStep(model).eval(), PixelStep(model).eval()
 
     # batch 2 keeps torch.export from specialising N to 1
     N = 2
-    order = torch.zeros(layout.v_rows - 1, dtype=torch.int64)
     row_args = (
         torch.zeros(N, 2, 2, layout.width),
         torch.zeros(layout.v_ring_shape(N)),
-        order,
+        torch.zeros(layout.v_rows - 1, dtype=torch.int64),
         torch.zeros(layout.h_ring_shape(N)),
         torch.zeros(layout.h_rows - 1, dtype=torch.int64),
     )
@@ -124,8 +123,6 @@ def step_metadata(model, state: dict, source: str, graph: str) -> dict:
 
 
 def with_metadata(proto, metadata: dict, doc: str) -> bytes:
-    import onnx
-
     del proto.metadata_props[:]
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
@@ -163,10 +160,6 @@ def export_incremental(
     the graphs go to x/model.row.onnx and x/model.pixel.onnx, after a sampling
     run through them has matched PyTorch's full pass within TOLERANCE.
     """
-    from engine.checkpoint import load_model
-    from engine.incremental import check_two_stream
-    from export.onnx import write_atomically
-
     if isinstance(source, (str, os.PathLike)):
         model, state = load_model(source)
         name, default_stem = Path(source).name, Path(source).with_suffix("")
@@ -398,7 +391,9 @@ class CachedOnnxBackend(OnnxBackend):
         )
 
 
-def open_step_sessions(model_path, config, device: str, threads: int | None, checkpoint_step):
+def open_step_sessions(
+    model_path, config, device: str, threads: int | None = None, checkpoint_step: int | None = None
+):
     """The row and pixel sessions beside `model_path`, checked against its config."""
     sessions = []
     for graph, path in zip(("row", "pixel"), incremental_paths(model_path), strict=True):
@@ -446,8 +441,6 @@ def open_cached_model(
 def verify_steps(row_bytes: bytes, pixel_bytes: bytes, model, seed: int = 0) -> float:
     """Samples VERIFY_BATCH digits with the graphs, then compares every step's
     logit with PyTorch's full pass over the finished digits: the largest gap."""
-    import torch
-
     layout = CacheLayout.of(model.config)
     row, _ = create_session(row_bytes, "cpu")
     pixel, _ = create_session(pixel_bytes, "cpu", threads=1)

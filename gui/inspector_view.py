@@ -6,7 +6,6 @@ from the run's metrics.jsonl and follow it while a run is writing it.
     python -m gui.inspector_view [--checkpoint assets/pixelcnn.pt] [--metrics runs/x/metrics.jsonl]
 """
 
-import logging
 import math
 import sys
 from pathlib import Path
@@ -29,8 +28,6 @@ from engine.diagnostics import activation_curves, read_metrics
 from engine.errors import PixelCNNError
 from engine.model import count_parameters, layer_summary
 from gui.view_context import ViewContext, light_plot, run_standalone
-
-log = logging.getLogger(__name__)
 
 FORMULA = "in·out·kh·kw + out"
 COLUMNS = ("layer", "type", "kernel", "in", "out", "parameters", "closed form", FORMULA)
@@ -56,6 +53,7 @@ class InspectorView(QWidget):
         self._table.setHorizontalHeaderLabels(COLUMNS)
         self._table.verticalHeader().setVisible(False)
         self._table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self._table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
         self._total = QLabel()
         self._total.setWordWrap(True)
         self._curves = light_plot()
@@ -78,8 +76,9 @@ class InspectorView(QWidget):
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(left)
         splitter.addWidget(right)
-        splitter.setStretchFactor(0, 3)
-        splitter.setStretchFactor(1, 2)
+        splitter.setStretchFactor(0, 1)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([720, 640])
         layout = QVBoxLayout(self)
         layout.addWidget(self._source)
         layout.addWidget(splitter, stretch=1)

@@ -7,7 +7,6 @@ network of the same configuration, with and without the skip connections.
     python -m gui.logits_view [--checkpoint assets/pixelcnn.pt]
 """
 
-import logging
 import sys
 from dataclasses import replace
 
@@ -38,8 +37,6 @@ from engine.diagnostics import (
 from gui.cell_image import CellImage
 from gui.view_context import SIDE, ViewContext, light_plot, run_standalone
 from gui.view_thread import JobThread
-
-log = logging.getLogger(__name__)
 
 BLUE, ORANGE, MAGENTA = (31, 119, 180), (255, 127, 14), (255, 40, 200)
 BATCH = 8  # digits per gradient measurement
@@ -98,7 +95,9 @@ class LogitsView(QWidget):
         )
         self._losses.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self._losses.horizontalHeader().setStretchLastSection(True)
-        self._losses.setMaximumHeight(130)
+        rows_height = 3 * self._losses.verticalHeader().defaultSectionSize()
+        header_height = self._losses.horizontalHeader().sizeHint().height()
+        self._losses.setFixedHeight(rows_height + header_height + 2 * self._losses.frameWidth())
         self._loss_plot = light_plot()
         self._loss_plot.setMinimumHeight(240)
         self._blocks = self._spin(1, 40, context.config.blocks)
@@ -110,9 +109,7 @@ class LogitsView(QWidget):
         # layout
         pictures = QGridLayout()
         pictures.addWidget(QLabel("digit (click a pixel)"), 0, 0)
-        source = QLabel(f"p(ink | pixels before it): {context.source}")
-        source.setWordWrap(True)
-        pictures.addWidget(source, 0, 1)
+        pictures.addWidget(QLabel("p(ink | the pixels before it)"), 0, 1)
         pictures.addWidget(self._digit, 1, 0)
         pictures.addWidget(self._probability, 1, 1)
         logits_box = QGroupBox("Why the loss takes logits")
@@ -120,7 +117,10 @@ class LogitsView(QWidget):
         choice = QHBoxLayout()
         choice.addWidget(QLabel("digit"))
         choice.addWidget(self._digit_choice, stretch=1)
+        source = QLabel(f"<i>network: {context.source}</i>")
+        source.setWordWrap(True)
         logits_layout.addLayout(choice)
+        logits_layout.addWidget(source)
         logits_layout.addLayout(pictures, stretch=3)
         logits_layout.addWidget(self._pixel)
         logits_layout.addWidget(self._losses)
@@ -208,6 +208,8 @@ class LogitsView(QWidget):
         self.select(i, j)
 
     def _on_residual_settings_changed(self):
+        if not self._started:
+            return
         config = replace(self._context.config, blocks=self._blocks.value())
         config = replace(config, channels=self._channels.value(), dropout=0.0)
         examples = self._context.example_indices(count=BATCH)
@@ -297,7 +299,7 @@ class LogitsView(QWidget):
     def _draw_loss_curves(self, target: float, logit: float | None):
         plot = self._loss_plot
         plot.clear()
-        plot.addLegend(offset=(-10, 10), labelTextColor=(30, 30, 30))
+        plot.addLegend(offset=(-10, 5), labelTextColor=(30, 30, 30), colCount=2)
         span = np.linspace(-30, 30, 601, dtype=np.float32)
         logits = torch.from_numpy(span)
         edge = float32_sigmoid_saturation()
@@ -317,7 +319,7 @@ class LogitsView(QWidget):
                 span[finite],
                 rounded[finite],
                 pen=pg.mkPen((40, 40, 40), width=2, style=Qt.PenStyle.DashLine),
-                name=f"{name}, sigmoid then log" if value == 0.0 else None,
+                name="either, sigmoid then log (dashed)" if value == 0.0 else None,
             )
             if not finite.all():
                 first = span[~finite][0]
@@ -340,6 +342,7 @@ class LogitsView(QWidget):
         )
         plot.setLabel("bottom", "logit l")
         plot.setLabel("left", "loss (nats)")
+        plot.setYRange(-1, 46, padding=0)  # room above the curves for the legend
 
     def _draw_residuals(self, config, with_skip, without_skip, loss, plain_loss):
         plot = self._residual_plot
@@ -348,8 +351,8 @@ class LogitsView(QWidget):
         plot.setLogMode(y=True)
         blocks = np.arange(1, len(with_skip) + 1)
         for norms, name, color in (
-            (with_skip, "x + p·sigmoid(q) (residual)", BLUE),
-            (without_skip, "p·sigmoid(q) alone (no skip)", ORANGE),
+            (with_skip, "with the skip: x + f(x)", BLUE),
+            (without_skip, "without it: f(x) alone", ORANGE),
         ):
             # a log axis cannot show 0: such a block is drawn at the floor
             shown = np.maximum(norms, 1e-30)

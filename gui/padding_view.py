@@ -303,11 +303,15 @@ class PaddingView(QWidget):
         )
         if mode != "valid" and stride == 1:
             lines.append(
-                f"that is {r - first_row} rows up, {last_row - r} rows down, "
-                f"{c - first_column} columns left and {last_column - c} columns right "
-                "of its own position"
+                f"that is {_count(r - first_row, 'row')} up, {_count(last_row - r, 'row')} "
+                f"down, {_count(c - first_column, 'column')} left and "
+                f"{_count(last_column - c, 'column')} right of its own position"
             )
         return "<br>".join(lines)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 if __name__ == "__main__":

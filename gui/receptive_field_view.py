@@ -7,7 +7,6 @@ the user sets (two-stream, and masked with its blind spot).
     python -m gui.receptive_field_view [--checkpoint assets/pixelcnn.pt]
 """
 
-import logging
 import sys
 import time
 
@@ -40,8 +39,6 @@ from engine.receptive_field import (
 from gui.cell_image import CellImage, lookup_table
 from gui.view_context import SIDE, ViewContext, run_standalone
 from gui.view_thread import JobThread
-
-log = logging.getLogger(__name__)
 
 DESIGN_CHANNELS = 16
 STREAMS = (("output logit", OUTPUT), ("vertical stream v", "v"), ("horizontal stream h", "h"))
@@ -136,13 +133,13 @@ class FieldPanel(QWidget):
         super().__init__(parent)
         self.key = key
         self.network = None
-        self.generation = 0
         self.output_maps = np.zeros((SIDE, SIDE, SIDE, SIDE), np.float32)
         self.output_ready = np.zeros((SIDE, SIDE), bool)
         self.stage_maps: dict[tuple[str, int, int], np.ndarray] = {}
         self.holder: _LazyProbe | None = None
         self.maps_ticket = -1
         self.pixel_ticket = -1
+        self.requested: tuple[str, int, int] | None = None  # the map pixel_ticket will bring
         self.wanted: tuple[str, int, int] | None = None
         self.shown: tuple[str, int, int] | None = None
         self.current_map: np.ndarray | None = None
@@ -170,7 +167,6 @@ class FieldPanel(QWidget):
 
     def reset(self, network, reference):
         self.network = network
-        self.generation += 1
         self.output_ready[:] = False
         self.stage_maps.clear()
         self.holder = _LazyProbe(network, reference)
@@ -356,6 +352,7 @@ class ReceptiveFieldView(QWidget):
 
     def _on_design_changed(self):
         if not self._started:
+            self._update_titles()
             return
         sizes = dict(
             blocks=self._layers.value(),
@@ -384,6 +381,7 @@ class ReceptiveFieldView(QWidget):
         if kind == "maps" and ticket == panel.maps_ticket:
             self._update_progress()
         elif kind == "pixel" and ticket == panel.pixel_ticket:
+            panel.requested = None
             stage, i, j, dependency = result
             if stage == OUTPUT:
                 panel.output_maps[i, j] = dependency
@@ -406,6 +404,7 @@ class ReceptiveFieldView(QWidget):
 
     def _on_job_failed(self, key, ticket, message):
         _, panel = self._job_panel(key)
+        panel.requested = None
         panel.show_message(message)
 
     # ------------------------------------------------------------ helpers
@@ -430,7 +429,8 @@ class ReceptiveFieldView(QWidget):
 
     def _restart(self, panel: FieldPanel, network):
         panel.reset(network, self._reference_image())
-        panel.pixel_ticket = -1  # an answer still on its way belongs to the old network
+        # an answer still on its way belongs to the old network
+        panel.pixel_ticket, panel.requested = -1, None
         steps = _output_map_steps(panel.holder)
         panel.maps_ticket = self._thread.submit_steps(f"maps:{panel.key}", steps)
         self._update_progress()
@@ -480,8 +480,11 @@ class ReceptiveFieldView(QWidget):
                 self.sigMapShown.emit(panel.key, stage, i, j)
             return
 
-        # not measured yet: ask for this one map ahead of the full sweep
+        # not measured yet: ask for this one map ahead of the full sweep, once
+        if panel.requested == panel.wanted:
+            return
         holder = panel.holder
+        panel.requested = panel.wanted
         panel.pixel_ticket = self._thread.submit(
             f"pixel:{panel.key}", lambda: (stage, i, j, holder.get().dependency_map(stage, i, j))
         )

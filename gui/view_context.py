@@ -111,11 +111,13 @@ def load_context(
             log.warning("views use a fresh network: %s", error)
 
     if model is not None:
-        epoch = state.get("epoch")
+        epoch, step = state.get("epoch"), state.get("step")
         best = state.get("best_validation")
         details = []
         if isinstance(epoch, int):
             details.append(f"{epoch} epochs")
+        if isinstance(step, int):
+            details.append(f"{step} steps")
         if isinstance(best, float) and best < float("inf"):
             details.append(f"validation NLL {best:.2f} nats")
         source = f"trained network from {Path(checkpoint_path).name}" + (

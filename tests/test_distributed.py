@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -20,21 +21,36 @@ import torch.multiprocessing as mp
 
 from engine import train
 from engine.checkpoint import load_checkpoint
+from engine.data import load_split
 from engine.model import ModelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 WORLD_SIZE = 2
-# 10 global batches of 32 digits, 16 on each rank
+# 10 global batches of 16 digits, 8 on each rank
 RUN = {
     "epochs": 1,
-    "batch_size": 32,
-    "subset": 320,
+    "batch_size": 16,
+    "subset": 160,
     "validation_size": 100,
     "warmup_steps": 2,
     "threads": 1,
 }
 TINY = {"channels": 8, "blocks": 2}
 STEPS = 10
+
+
+@pytest.fixture(scope="module")
+def small_mnist(mnist_path, tmp_path_factory) -> Path:
+    """The first 1000 training digits as an MNIST folder of their own: quick to load."""
+    digits = load_split(mnist_path, train=True)
+    folder = tmp_path_factory.mktemp("mnist")
+    for stem, array, magic in (
+        ("train-images-idx3-ubyte", digits.images[:1000], 0x803),
+        ("train-labels-idx1-ubyte", digits.labels[:1000], 0x801),
+    ):
+        header = struct.pack(f">I{array.ndim}I", magic, *array.shape)
+        (folder / stem).write_bytes(header + array.tobytes())
+    return folder
 
 
 def free_port() -> int:
@@ -68,11 +84,11 @@ def train_one_rank(rank: int, port: int, data: str, folder: str):
 
 
 @pytest.fixture(scope="module")
-def two_ranks(mnist_path, tmp_path_factory) -> Path:
+def two_ranks(small_mnist, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("ddp")
     mp.spawn(
         train_one_rank,
-        args=(free_port(), str(mnist_path), str(folder)),
+        args=(free_port(), str(small_mnist), str(folder)),
         nprocs=WORLD_SIZE,
         join=True,
     )
@@ -80,10 +96,10 @@ def two_ranks(mnist_path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def one_process(mnist_path, tmp_path_factory) -> dict:
+def one_process(small_mnist, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("single")
     trainer = train.Trainer(
-        train.TrainConfig(data=str(mnist_path), out=str(out), **RUN), ModelConfig(**TINY)
+        train.TrainConfig(data=str(small_mnist), out=str(out), **RUN), ModelConfig(**TINY)
     )
     losses = []
     trainer.run(on_batch=lambda t, loss: losses.append(loss))
@@ -144,12 +160,12 @@ def test_rank_0_checkpoint_holds_the_trained_weights(two_ranks):
     assert saved["step"] == STEPS
 
 
-def torchrun(mnist_path, out: Path, *extra: str) -> subprocess.Popen:
+def torchrun(data: Path, out: Path, *extra: str) -> subprocess.Popen:
     """`torchrun --nproc-per-node 2 -m engine.train` on 127.0.0.1 only, in its own session."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1"]
     command += ["--nproc-per-node", str(WORLD_SIZE), "--master-addr", "127.0.0.1"]
     command += ["--master-port", str(free_port()), "-m", "engine.train"]
-    command += ["--data", str(mnist_path), "--out", str(out), "--no-progress"]
+    command += ["--data", str(data), "--out", str(out), "--no-progress"]
     for key, value in {**RUN, **TINY}.items():
         command += [f"--{key.replace('_', '-')}", str(value)]
     command += extra
@@ -164,9 +180,9 @@ def torchrun(mnist_path, out: Path, *extra: str) -> subprocess.Popen:
     )
 
 
-def test_ctrl_c_to_torchrun_saves_a_run_that_resumes_on_one_process(mnist_path, tmp_path, capsys):
+def test_ctrl_c_to_torchrun_saves_a_run_that_resumes_on_one_process(small_mnist, tmp_path, capsys):
     out = tmp_path / "run"
-    group = torchrun(mnist_path, out, "--epochs", "20", "--save-minutes", "10")
+    group = torchrun(small_mnist, out, "--epochs", "20", "--save-minutes", "10")
 
     # the header comes just before the first step; let some steps run
     header = group.stdout.readline()
@@ -183,9 +199,9 @@ def test_ctrl_c_to_torchrun_saves_a_run_that_resumes_on_one_process(mnist_path, 
     stopped = load_checkpoint(out / "last.pt")
     assert 0 < stopped["step"] < 20 * STEPS
 
-    # the same global batches of 32 go on in one process, here to the epoch's end
+    # the same global batches of 16 go on in one process, here to the epoch's end
     epochs = str(stopped["epoch"] + 1)
-    argv = ["--out", str(out), "--resume", "--data", str(mnist_path), "--epochs", epochs]
+    argv = ["--out", str(out), "--resume", "--data", str(small_mnist), "--epochs", epochs]
     code = train.main([*argv, "--no-progress"])
 
     assert code == 0, capsys.readouterr().err

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -21,23 +22,38 @@ import torch
 
 from engine import checkpoint, train
 from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.data import load_split
 from engine.errors import PixelCNNError
 from engine.model import ModelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# 320 digits in batches of 16: 20 steps an epoch, 60 in all
+# 160 digits in batches of 8: 20 steps an epoch, 60 in all
 SMALL_RUN = {
     "epochs": 3,
-    "batch_size": 16,
-    "subset": 320,
-    "validation_size": 200,
+    "batch_size": 8,
+    "subset": 160,
+    "validation_size": 100,
     "schedule": "constant",
     "warmup_steps": 0,
     "threads": 1,
 }
 TINY = {"channels": 8, "blocks": 2}
 TOTAL_STEPS = 60
+
+
+@pytest.fixture(scope="module")
+def small_mnist(mnist_path, tmp_path_factory) -> Path:
+    """The first 1000 training digits as an MNIST folder of their own: quick to load."""
+    digits = load_split(mnist_path, train=True)
+    folder = tmp_path_factory.mktemp("mnist")
+    for stem, array, magic in (
+        ("train-images-idx3-ubyte", digits.images[:1000], 0x803),
+        ("train-labels-idx1-ubyte", digits.labels[:1000], 0x801),
+    ):
+        header = struct.pack(f">I{array.ndim}I", magic, *array.shape)
+        (folder / stem).write_bytes(header + array.tobytes())
+    return folder
 
 
 def cli_options(values: dict) -> list[str]:
@@ -48,8 +64,8 @@ def cli_options(values: dict) -> list[str]:
     ]
 
 
-def start_training(mnist_path, out: Path, *extra: str, **popen) -> subprocess.Popen:
-    command = [sys.executable, "-m", "engine.train", "--data", str(mnist_path), "--out", str(out)]
+def start_training(data: Path, out: Path, *extra: str, **popen) -> subprocess.Popen:
+    command = [sys.executable, "-m", "engine.train", "--data", str(data), "--out", str(out)]
     command += cli_options(SMALL_RUN) + cli_options(TINY) + ["--no-progress", *extra]
     return subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
@@ -69,16 +85,16 @@ def finish(process: subprocess.Popen, timeout: float = 120.0) -> tuple[int, str,
     return process.returncode, out, err
 
 
-def resume(mnist_path, out: Path, capsys) -> tuple[int, str]:
-    code = train.main(["--data", str(mnist_path), "--out", str(out), "--resume", "--no-progress"])
+def resume(data: Path, out: Path, capsys) -> tuple[int, str]:
+    code = train.main(["--data", str(data), "--out", str(out), "--resume", "--no-progress"])
     return code, capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(mnist_path, tmp_path_factory) -> dict:
+def uninterrupted(small_mnist, tmp_path_factory) -> dict:
     """The weights the small run ends with when nothing stops it."""
     out = tmp_path_factory.mktemp("uninterrupted")
-    config = train.TrainConfig(data=str(mnist_path), out=str(out), **SMALL_RUN)
+    config = train.TrainConfig(data=str(small_mnist), out=str(out), **SMALL_RUN)
     train.Trainer(config, ModelConfig(**TINY)).run()
     return load_checkpoint(out / "last.pt")
 
@@ -95,10 +111,10 @@ def no_stop_left_behind():
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_during_training_leaves_a_run_that_resumes_to_the_same_weights(
-    mnist_path, tmp_path, uninterrupted, stop, capsys
+    small_mnist, tmp_path, uninterrupted, stop, capsys
 ):
     out = tmp_path / "run"
-    process = start_training(mnist_path, out, "--save-minutes", "0.0005")
+    process = start_training(small_mnist, out, "--save-minutes", "0.0005")
 
     # last.pt appears after the first timed save, so training steps are under way
     wait_for(lambda: (out / "last.pt").exists() or process.poll() is not None, what="last.pt")
@@ -110,7 +126,7 @@ def test_signal_during_training_leaves_a_run_that_resumes_to_the_same_weights(
     stopped = load_checkpoint(out / "last.pt")
     assert 0 < stopped["step"] < TOTAL_STEPS
 
-    code, err = resume(mnist_path, out, capsys)
+    code, err = resume(small_mnist, out, capsys)
 
     assert code == 0, err
     final = load_checkpoint(out / "last.pt")
@@ -124,7 +140,7 @@ def test_signal_during_training_leaves_a_run_that_resumes_to_the_same_weights(
 
 
 def test_signal_right_after_an_optimizer_step_saves_a_consistent_state(
-    mnist_path, tmp_path, monkeypatch, capsys
+    small_mnist, tmp_path, monkeypatch, capsys
 ):
     # the riskiest moment: weights updated, step counter not yet; last.pt must
     # hold the step counter, optimizer and schedule of the same step
@@ -138,7 +154,7 @@ def test_signal_right_after_an_optimizer_step_saves_a_consistent_state(
 
     monkeypatch.setattr(train.Trainer, "train_step", step_then_signal)
     out = tmp_path / "run"
-    argv = ["--data", str(mnist_path), "--out", str(out), "--no-progress"]
+    argv = ["--data", str(small_mnist), "--out", str(out), "--no-progress"]
 
     code = train.main(argv + cli_options(SMALL_RUN) + cli_options(TINY))
 
@@ -151,11 +167,11 @@ def test_signal_right_after_an_optimizer_step_saves_a_consistent_state(
     assert state["batch_in_epoch"] == 5
 
 
-def test_ctrl_c_delivered_twice_at_once_still_saves(mnist_path, tmp_path):
+def test_ctrl_c_delivered_twice_at_once_still_saves(small_mnist, tmp_path):
     # a Ctrl-C under torchrun reaches each worker twice: from the terminal and
     # forwarded by torchrun a moment later; that is one request, not two
     out = tmp_path / "run"
-    process = start_training(mnist_path, out, "--save-minutes", "10", "--epochs", "10")
+    process = start_training(small_mnist, out, "--save-minutes", "10", "--epochs", "10")
     wait_for(lambda: (out / "last.pt").exists() or process.poll() is not None, what="epoch 1")
     time.sleep(0.3)
 
@@ -317,7 +333,7 @@ def test_full_disk_while_torch_writes_is_reported_and_keeps_the_previous_checkpo
 
 
 def test_full_disk_during_training_stops_with_an_error_and_keeps_last_pt(
-    mnist_path, tmp_path, monkeypatch, capsys
+    small_mnist, tmp_path, monkeypatch, capsys
 ):
     out = tmp_path / "run"
     fsyncs = {"count": 0}
@@ -332,7 +348,7 @@ def test_full_disk_during_training_stops_with_an_error_and_keeps_last_pt(
     monkeypatch.setattr(checkpoint.os, "fsync", fills_up_after_three)
     argv = [
         "--data",
-        str(mnist_path),
+        str(small_mnist),
         "--out",
         str(out),
         "--no-progress",
@@ -350,7 +366,7 @@ def test_full_disk_during_training_stops_with_an_error_and_keeps_last_pt(
 
 
 def test_full_disk_when_saving_on_ctrl_c_is_an_error_not_a_traceback(
-    mnist_path, tmp_path, monkeypatch, capsys
+    small_mnist, tmp_path, monkeypatch, capsys
 ):
     original = train.Trainer.train_step
 
@@ -364,7 +380,7 @@ def test_full_disk_when_saving_on_ctrl_c_is_an_error_not_a_traceback(
 
     monkeypatch.setattr(train.Trainer, "train_step", step_then_interrupt)
     out = tmp_path / "run"
-    argv = ["--data", str(mnist_path), "--out", str(out), "--no-progress"]
+    argv = ["--data", str(small_mnist), "--out", str(out), "--no-progress"]
 
     code = train.main(argv + cli_options(SMALL_RUN) + cli_options(TINY))
 

@@ -145,7 +145,7 @@ def test_pixel_graph_stays_small(exported):
     # every operator costs ONNX Runtime microseconds, 784 times per digit
     model, graphs = exported
     nodes = len(onnx.load(str(graphs.pixel)).graph.node)
-    assert nodes <= 17 * model.config.blocks + 12
+    assert nodes <= 18 * model.config.blocks + 12
 
 
 @pytest.fixture(scope="module")
@@ -180,10 +180,10 @@ def test_cached_model_samples_like_naive_sampling(main_model_file, export_once):
 
     image = (np.random.default_rng(5).random((H, W)) < 0.3).astype(np.uint8)
     known = np.ones((H, W), bool)
-    known[14:17] = False
+    known[14:16] = False
     images = []
     for fast in (True, False):
-        steps = complete(backend, image, known, samples=2, seed=3, mode="smc", fast=fast)
+        steps = complete(backend, image, known, samples=3, seed=3, fast=fast)
         while True:
             try:
                 next(steps)
