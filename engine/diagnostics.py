@@ -73,28 +73,56 @@ def float32_sigmoid_saturation() -> float:
 # ---------------------------------------------------------------- residual connections
 
 
+class StopRequested(Exception):
+    """Raised inside a long computation when its caller asked it to stop."""
+
+
+def _stop_between_blocks(modules, should_stop):
+    """Hooks that raise StopRequested at every block, forward and backward."""
+
+    def check(*_):
+        if should_stop():
+            raise StopRequested("stopped on request")
+
+    def on_forward(module, args, output):
+        check()
+        if output.requires_grad:
+            output.register_hook(check)
+
+    return [module.register_forward_hook(on_forward) for module in modules]
+
+
 def block_gradient_norms(
-    config: ModelConfig, images: torch.Tensor, residual: bool = True, seed: int = 0
+    config: ModelConfig,
+    images: torch.Tensor,
+    residual: bool = True,
+    seed: int = 0,
+    should_stop=None,
 ) -> tuple[np.ndarray, float]:
     """Norm of d loss / d (each block's parameters) at initialization, and the loss.
 
     The network is built fresh from `config` with `seed`, so the variants with
     and without skip connections share every weight. Block k of a two-stream
-    model is its vertical and horizontal block k together.
+    model is its vertical and horizontal block k together. `should_stop` is
+    asked at every block, forward and backward; True raises StopRequested.
     """
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = build_model(config).eval()
+    if isinstance(model, MaskedPixelCNN):
+        groups = [[layer] for layer in model.layers]
+    else:
+        groups = [[v, h] for v, h in zip(model.v_blocks, model.h_blocks, strict=True)]
+    if should_stop is not None:
+        # conv_out runs with and without the skip, so its hooks fire in both variants
+        layers = [getattr(m, "conv_out", m) for modules in groups for m in modules]
+        _stop_between_blocks(layers, should_stop)
 
     # nats per image, the training loss
     logits = staged_forward(model, images, residual=residual)[OUTPUT]
     loss = loss_from_logits(logits, images).sum() / images.shape[0]
     loss.backward()
 
-    if isinstance(model, MaskedPixelCNN):
-        groups = [[layer] for layer in model.layers]
-    else:
-        groups = [[v, h] for v, h in zip(model.v_blocks, model.h_blocks, strict=True)]
     norms = []
     for modules in groups:
         squares = sum(

@@ -7,6 +7,7 @@ sends it back to the canvas.
 """
 
 import logging
+import math
 import time
 
 import numpy as np
@@ -259,10 +260,13 @@ class CompletionGrid(QtWidgets.QWidget):
             return max(min(tile_w / w, tile_h / h) for w, h in shapes)
 
         # full rows look tidier: a ragged last row must earn its place by 10%
-        def score(columns: int) -> float:
-            return pixel_size(columns) * (1.0 if count % columns == 0 else 0.9)
-
-        return max(range(1, count + 1), key=score)
+        scores = {
+            columns: pixel_size(columns) * (1.0 if count % columns == 0 else 0.9)
+            for columns in range(1, count + 1)
+        }
+        # among layouts within 5% of the best, the squarest grid
+        good = [c for c, score in scores.items() if score >= 0.95 * max(scores.values())]
+        return min(good, key=lambda columns: abs(columns - math.sqrt(count)))
 
     def _arrange(self) -> None:
         if not self.tiles:

@@ -100,8 +100,9 @@ class LogitsView(QWidget):
         self._losses.setFixedHeight(rows_height + header_height + 2 * self._losses.frameWidth())
         self._loss_plot = light_plot()
         self._loss_plot.setMinimumHeight(240)
-        self._blocks = self._spin(1, 40, context.config.blocks)
-        self._channels = self._spin(4, 96, min(context.config.channels, 48))
+        # bounded so one measurement stays within seconds on a laptop CPU
+        self._blocks = self._spin(1, 24, min(context.config.blocks, 24))
+        self._channels = self._spin(4, 64, min(context.config.channels, 64))
         self._residual_plot = light_plot()
         self._residual_note = QLabel()
         self._residual_note.setWordWrap(True)
@@ -202,7 +203,8 @@ class LogitsView(QWidget):
         self._logits = None
         self._draw_digit()
         model, digit = self._context.model, self._digit_array()
-        self._tickets["logits"] = self._thread.submit("logits", lambda: digit_logits(model, digit))
+        measure = lambda _: digit_logits(model, digit)
+        self._tickets["logits"] = self._thread.submit("logits", measure)
 
     def _on_cell_clicked(self, i, j):
         self.select(i, j)
@@ -215,9 +217,11 @@ class LogitsView(QWidget):
         examples = self._context.example_indices(count=BATCH)
         images = torch.from_numpy(self._context.digits[examples])[:, None]
 
-        def measure():
-            with_skip, loss = block_gradient_norms(config, images, residual=True)
-            without_skip, plain_loss = block_gradient_norms(config, images, residual=False)
+        def measure(should_stop):
+            with_skip, loss = block_gradient_norms(config, images, True, should_stop=should_stop)
+            without_skip, plain_loss = block_gradient_norms(
+                config, images, False, should_stop=should_stop
+            )
             return config, with_skip, without_skip, loss, plain_loss
 
         self._residual_note.setText(

@@ -486,7 +486,8 @@ class ReceptiveFieldView(QWidget):
         holder = panel.holder
         panel.requested = panel.wanted
         panel.pixel_ticket = self._thread.submit(
-            f"pixel:{panel.key}", lambda: (stage, i, j, holder.get().dependency_map(stage, i, j))
+            f"pixel:{panel.key}",
+            lambda _: (stage, i, j, holder.get().dependency_map(stage, i, j)),
         )
 
     def _where(self, panel: FieldPanel, stage: str) -> str:

@@ -30,7 +30,9 @@ class JobThread(QThread):
 
     A long job is a generator: each `next()` is one short step that yields a
     progress payload, and its return value is the result. Quick jobs run
-    between steps, so a click is answered while a long job is under way.
+    between steps, so a click is answered while a long job is under way. A
+    quick job gets `should_stop`, true once it is replaced or the thread
+    stops; whatever it raises after that counts as stopped, not as failed.
     """
 
     sigDone = Signal(str, int, object)  # key, ticket, result
@@ -44,9 +46,10 @@ class JobThread(QThread):
         self._long: dict[str, tuple[int, Generator]] = {}
         self._ticket = 0
         self._stopping = False
+        self._current: str | None = None  # the key of the job running now
 
-    def submit(self, key: str, function: Callable[[], object]) -> int:
-        """Runs function() soon; returns the ticket its sigDone will carry."""
+    def submit(self, key: str, function: Callable[[Callable[[], bool]], object]) -> int:
+        """Runs function(should_stop) soon; returns the ticket its sigDone will carry."""
         return self._put(self._quick, key, function)
 
     def submit_steps(self, key: str, steps: Generator) -> int:
@@ -59,8 +62,9 @@ class JobThread(QThread):
             self._long.pop(key, None)
 
     def is_busy(self, key: str) -> bool:
+        """Whether a job under `key` is waiting or running."""
         with self._condition:
-            return key in self._long or key in self._quick
+            return key in self._long or key in self._quick or key == self._current
 
     def stop(self):
         """Drops all pending work, ends the thread and waits for it."""
@@ -111,19 +115,29 @@ class JobThread(QThread):
                     key = next(iter(self._long))
                     ticket, steps = self._long.pop(key)
                     self._long[key] = (ticket, steps)
+                self._current = key
 
             if steps is None:
                 self._run_quick(key, ticket, function)
             else:
                 self._run_step(key, ticket, steps)
+            with self._condition:
+                self._current = None
 
     def _run_quick(self, key, ticket, function):
+        def should_stop() -> bool:
+            # a newer job under the same key waiting means this one is stale
+            with self._condition:
+                return self._stopping or key in self._quick
+
         try:
-            result = function()
+            result = function(should_stop)
         except Exception as error:  # reported to the view and logged, never swallowed
-            self._report(key, ticket, error)
+            if not should_stop():
+                self._report(key, ticket, error)
             return
-        self.sigDone.emit(key, ticket, result)
+        if not should_stop():
+            self.sigDone.emit(key, ticket, result)
 
     def _run_step(self, key, ticket, steps):
         try:

@@ -16,8 +16,12 @@ from PySide6 import QtCore
 from PySide6.QtCore import Signal
 
 from engine.errors import PixelCNNError
+from gui.pyside_fixes import guard_bool_refcounts
 
 log = logging.getLogger(__name__)
+
+# every image update emits signals; see gui.pyside_fixes for why this comes first
+guard_bool_refcounts()
 
 MIN_ANNOUNCE_INTERVAL_S = 1 / 30
 MAX_GIF_FRAMES = 150

@@ -6,6 +6,7 @@ command lines must print one `error:` line and exit with 2, never a traceback.
 """
 
 import contextlib
+import copy
 import gzip
 import io
 import os
@@ -440,19 +441,24 @@ def test_resume_from_a_bad_last_checkpoint_is_an_error(
     assert error.startswith("error: ") and named in error and "Traceback" not in error
 
 
-@pytest.fixture
-def run_state(mnist_path, tmp_path, tiny_config) -> dict:
+@pytest.fixture(scope="module")
+def fresh_run(mnist_path, tmp_path_factory) -> dict:
     """The state a fresh tiny training run would write to last.pt."""
     config = train.TrainConfig(
         data=str(mnist_path),
-        out=str(tmp_path / "fresh"),
+        out=str(tmp_path_factory.mktemp("fresh")),
         epochs=1,
         batch_size=32,
         subset=64,
         validation_size=100,
         threads=1,
     )
-    return train.Trainer(config, tiny_config).state()
+    return train.Trainer(config, ModelConfig(channels=8, blocks=2)).state()
+
+
+@pytest.fixture
+def run_state(fresh_run) -> dict:
+    return copy.deepcopy(fresh_run)
 
 
 def test_resume_with_weights_that_do_not_fit_is_an_error(run_state, tmp_path, capsys):

@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -365,6 +366,24 @@ def test_logits_view_measures_blocks_with_and_without_skips(qtbot, context):
     assert "times the gradient" in view._residual_note.text()
     view.shutdown()
     assert view_thread.running_threads() == 0
+
+
+def test_closing_the_logits_view_mid_measurement_is_quick(qtbot, context):
+    view = LogitsView(context)
+    qtbot.addWidget(view)
+    view.show()
+    qtbot.waitUntil(lambda: view.residual_result is not None, timeout=WAIT_MS)
+    view._blocks.setValue(24)
+    view._channels.setValue(64)
+    qtbot.waitUntil(lambda: view._thread.is_busy("residual"), timeout=WAIT_MS)
+
+    started = time.monotonic()
+    view.close()
+
+    # the measurement stops at the next block instead of running to its end
+    assert time.monotonic() - started < 5
+    assert view_thread.running_threads() == 0
+    assert view.residual_result[0].blocks == context.config.blocks
 
 
 # ---------------------------------------------------------------- standalone

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.diagnostics import (
+    StopRequested,
     activation_curves,
     block_gradient_norms,
     loss_from_logits,
@@ -289,6 +290,25 @@ def test_without_skips_the_first_blocks_get_far_less_gradient():
     without_skip, _ = block_gradient_norms(config, images, residual=False)
     assert without_skip[0] / without_skip[-1] < 1e-3
     assert with_skip[0] / with_skip[-1] > 0.1
+
+
+def stop_after(checks: int):
+    """A should_stop that says yes from its (checks + 1)-th question on."""
+    asked = iter(range(10**6))
+    return lambda: next(asked) >= checks
+
+
+# three blocks: six conv_out layers are checked going forward, then six going back
+@pytest.mark.parametrize("checks", [1, 6, 11])
+def test_block_gradient_norms_stop_when_asked(checks):
+    config = ModelConfig(channels=8, blocks=3)
+    images = torch.from_numpy(binary_image((2, 1, 12, 12)))
+    for residual in (True, False):
+        with pytest.raises(StopRequested):
+            block_gradient_norms(config, images, residual, should_stop=stop_after(checks))
+        finished, _ = block_gradient_norms(config, images, residual, should_stop=stop_after(12))
+        expected, _ = block_gradient_norms(config, images, residual)
+        np.testing.assert_allclose(finished, expected)
 
 
 def test_activation_derivatives_come_out_right():
