@@ -31,6 +31,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # the tags go last so that no key of the state can overwrite them
     payload = {**state, "format": FORMAT, "version": FORMAT_VERSION}
+    # TODO: a kill -9 mid-write leaves <name>.<random>.tmp behind; nothing removes it,
+    # because another process may be writing that very file at the time
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:

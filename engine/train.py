@@ -409,6 +409,8 @@ def parse_args(argv):
 
 def configs_from_args(args):
     if args.resume:
+        # TODO: every rank reads <out>/last.pt, so resuming on several machines needs the
+        # run folder on shared storage (or a copy of last.pt at the same path on each)
         path = Path(args.out) / "last.pt"
         state = load_checkpoint(path)
         saved = state.get("train")

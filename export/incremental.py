@@ -400,7 +400,7 @@ def open_step_sessions(
         if not path.is_file():
             raise PixelCNNError(
                 f"{path} is missing, so cached sampling cannot run; write it with "
-                f"'python -m export.incremental --output {model_path}'."
+                f"'python -m export.incremental --checkpoint <its .pt> --output {model_path}'."
             )
         # a pixel step is a hundred tiny operators: one thread avoids waking others
         session, provider = create_session(path, device, 1 if graph == "pixel" else threads)

@@ -16,7 +16,7 @@ from PySide6 import QtGui, QtWidgets
 from PySide6.QtCore import Qt, Signal
 
 from engine.errors import PixelCNNError
-from gui.canvas import digit_view, make_image_item, palette_lut
+from gui.canvas import digit_view, make_image_item
 from gui.worker import CompletionRequest, CompletionRunner, RunResult, StepReport
 
 log = logging.getLogger(__name__)
@@ -34,31 +34,37 @@ VIEWS = (("side", "Digits and heat maps"), ("digits", "Digits"), ("heat", "Heat 
 SPEED_DELAYS = (1.0, 0.5, 0.2, 0.1, 0.04, 0.02, 0.01, 0.0)
 HEAT_OFFSET = SIDE + 2  # where the heat map starts, beside or below the digit
 
-# tile codes: known paper/ink, drawn paper/ink, still unknown
+# A tile is one uint8 image of codes shown through one 256-entry lookup table:
+# the digit half uses codes 0-4, the heat map half 5-6 for pixels that were not
+# drawn and 8-255 for p(ink) of drawn ones; 7 is the transparent gap between them
 KNOWN_PAPER, KNOWN_INK, DRAWN_PAPER, DRAWN_INK, PENDING = range(5)
-TILE_COLOURS = [
-    (255, 255, 255, 255),
-    (20, 20, 24, 255),
-    (232, 240, 255, 255),
-    (25, 90, 215, 255),
-    (255, 205, 160, 255),
+HEAT_PAPER, HEAT_KNOWN_INK, GAP = 5, 6, 7
+HEAT_FIRST, HEAT_LEVELS = 8, 248
+DIGIT_COLOURS = [
+    (255, 255, 255, 255),  # known paper
+    (20, 20, 24, 255),  # known ink
+    (232, 240, 255, 255),  # drawn paper, faint blue
+    (25, 90, 215, 255),  # drawn ink, blue
+    (255, 205, 160, 255),  # not drawn yet: the mask colour
 ]
-# under the heat map, the known digit faintly, so the map has a place
-HEAT_BASE_COLOURS = [
-    (255, 255, 255, 255),
-    (200, 200, 205, 255),
-    (255, 255, 255, 255),
-    (255, 255, 255, 255),
-    (255, 255, 255, 255),
-]
+# under the heat map the known digit shows faintly, so the map has a place
+HEAT_BASE_COLOURS = [(255, 255, 255, 255), (200, 200, 205, 255), (0, 0, 0, 0)]
 MARKER_COLOUR = (230, 20, 60)
 
 
-def heat_lut() -> np.ndarray:
+def heat_colours(levels: int = 256) -> np.ndarray:
     """Light where ink was unlikely, dark red where it was likely, like ink on paper."""
     colours = [(255, 252, 225), (253, 190, 90), (230, 80, 30), (120, 0, 40)]
     colour_map = pg.ColorMap(pos=[0.0, 0.35, 0.7, 1.0], color=colours)
-    return colour_map.getLookupTable(nPts=256, alpha=True)
+    return colour_map.getLookupTable(nPts=levels, alpha=True)
+
+
+def tile_lut() -> np.ndarray:
+    lut = np.zeros((256, 4), np.uint8)
+    lut[:HEAT_PAPER] = DIGIT_COLOURS
+    lut[HEAT_PAPER:HEAT_FIRST] = HEAT_BASE_COLOURS
+    lut[HEAT_FIRST:] = heat_colours(HEAT_LEVELS)
+    return lut
 
 
 def tile_codes(canvas: np.ndarray, unknown: np.ndarray, prob_map: np.ndarray) -> np.ndarray:
@@ -70,18 +76,33 @@ def tile_codes(canvas: np.ndarray, unknown: np.ndarray, prob_map: np.ndarray) ->
     return codes
 
 
+def heat_codes(codes: np.ndarray, prob_map: np.ndarray) -> np.ndarray:
+    """Codes of the heat map half: p(ink) where drawn, the faint known digit elsewhere."""
+    drawn = ~np.isnan(prob_map)
+    heat = np.where(codes == KNOWN_INK, HEAT_KNOWN_INK, HEAT_PAPER).astype(np.uint8)
+    levels = np.rint(np.clip(prob_map[drawn], 0.0, 1.0) * (HEAT_LEVELS - 1))
+    heat[drawn] = HEAT_FIRST + levels.astype(np.uint8)
+    return heat
+
+
 def speed_text(position: int) -> str:
     delay = SPEED_DELAYS[position]
-    return "as fast as it goes" if delay == 0 else f"{1 / delay:g} pixels/s"
+    return "as fast as it goes" if delay == 0 else f"{1 / delay:g} steps/s"
 
 
 class TileView(pg.GraphicsView):
-    """One completion: the digit, its heat map beside it, and the current pixel marked."""
+    """One completion: the digit, its heat map beside it, and the current pixel marked.
+
+    Both halves are one image of codes, so a live update renders one image
+    per tile however the halves are arranged.
+    """
 
     sigClicked = Signal()
 
     def __init__(self, parent=None):
         # pyqtgraph calls resizeEvent from inside __init__, so these come first
+        self.codes = np.full((SIDE, SIDE), PENDING, np.uint8)
+        self.prob_map = np.full((SIDE, SIDE), np.nan, np.float32)
         self._position = None
         self._mode, self._heat_offset = "side", (HEAT_OFFSET, 0)
         self.view = None
@@ -89,18 +110,12 @@ class TileView(pg.GraphicsView):
 
         # create
         self.view = digit_view(SIDE)
-        self.digit_item = make_image_item(palette_lut(TILE_COLOURS))
-        self.heat_base_item = make_image_item(palette_lut(HEAT_BASE_COLOURS))
-        self.heat_item = pg.ImageItem(axisOrder="row-major")
-        self.heat_item.setLookupTable(heat_lut())
-        self.heat_item.setLevels((0.0, 1.0))
+        self.image_item = make_image_item(tile_lut())
         self.markers = [QtWidgets.QGraphicsRectItem(0, 0, 1, 1) for _ in range(2)]
 
         # layout
         self.setCentralItem(self.view)
-        for z, item in enumerate((self.digit_item, self.heat_base_item, self.heat_item)):
-            item.setZValue(z)
-            self.view.addItem(item)
+        self.view.addItem(self.image_item)
         for marker in self.markers:
             marker.setPen(pg.mkPen(MARKER_COLOUR, width=2, cosmetic=True))
             marker.setZValue(10)
@@ -114,14 +129,11 @@ class TileView(pg.GraphicsView):
         self.set_view_mode("side")
 
     def set_view_mode(self, mode: str) -> None:
-        """'side': digit and heat map side by side; 'digits' or 'heat': one of them."""
+        """'side': digit and heat map together; 'digits' or 'heat': one of them."""
         self._mode = mode
-        self.digit_item.setVisible(mode != "heat")
-        for item in (self.heat_base_item, self.heat_item):
-            item.setVisible(mode != "digits")
-        self._arrange()
+        self._arrange(force=True)
 
-    def _arrange(self) -> None:
+    def _arrange(self, force: bool = False) -> None:
         """Puts the heat map beside the digit or below it, whichever shows them larger."""
         width, height = max(self.width(), 1), max(self.height(), 1)
         if self._mode != "side":
@@ -132,13 +144,13 @@ class TileView(pg.GraphicsView):
             offset = (HEAT_OFFSET, 0)
         else:
             offset = (0, HEAT_OFFSET)
+        if offset == self._heat_offset and not force:
+            return
         self._heat_offset = offset
-        for item in (self.heat_base_item, self.heat_item):
-            item.setPos(*offset)
         self.view.setRange(
             xRange=(0, SIDE + offset[0]), yRange=(0, SIDE + offset[1]), padding=0.02
         )
-        self._place_markers()
+        self._render()
 
     def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
         super().resizeEvent(event)
@@ -147,16 +159,23 @@ class TileView(pg.GraphicsView):
 
     def show_state(self, codes: np.ndarray, prob_map: np.ndarray, position=None) -> None:
         """Shows a completion's pixel codes and ink probabilities; marks `position` (i, j)."""
-        self.digit_item.setImage(codes, autoLevels=False)
-        self.heat_base_item.setImage(codes, autoLevels=False)
-        self.heat_item.setImage(prob_map, autoLevels=False)
-        self._position = position
-        self._place_markers()
+        self.codes, self.prob_map, self._position = codes, prob_map, position
+        self._render()
 
-    def _place_markers(self) -> None:
+    def _render(self) -> None:
+        dx, dy = self._heat_offset
+        if self._mode == "digits":
+            image = self.codes
+        elif self._mode == "heat":
+            image = heat_codes(self.codes, self.prob_map)
+        else:
+            image = np.full((SIDE + dy, SIDE + dx), GAP, np.uint8)
+            image[:SIDE, :SIDE] = self.codes
+            image[dy:, dx:] = heat_codes(self.codes, self.prob_map)
+        self.image_item.setImage(image, autoLevels=False)
+
         shown = (self._mode != "heat", self._mode != "digits")
-        origins = ((0, 0), self._heat_offset)
-        for marker, (x0, y0), visible in zip(self.markers, origins, shown, strict=True):
+        for marker, (x0, y0), visible in zip(self.markers, ((0, 0), (dx, dy)), shown, strict=True):
             marker.setVisible(visible and self._position is not None)
             if self._position is not None:
                 i, j = self._position
@@ -312,6 +331,7 @@ class CompletionPanel(QtWidgets.QWidget):
         self._request: CompletionRequest | None = None
         self._unknown = np.zeros((SIDE, SIDE), bool)
         self._fast_available = True
+        self.sampler_text = ""
 
         # create
         self.samples_box = QtWidgets.QComboBox()
@@ -348,6 +368,9 @@ class CompletionPanel(QtWidgets.QWidget):
         self.speed_slider.setRange(0, len(SPEED_DELAYS) - 1)
         self.speed_slider.setPageStep(1)
         self.speed_slider.setTickPosition(QtWidgets.QSlider.TicksBelow)
+        self.speed_slider.setToolTip(
+            "How fast the pixels appear: each step draws one pixel in every completion"
+        )
         self.speed_label = QtWidgets.QLabel()
         self.speed_label.setMinimumWidth(120)
         self.view_box = QtWidgets.QComboBox()
@@ -384,8 +407,9 @@ class CompletionPanel(QtWidgets.QWidget):
         self.buttons[0].setStyleSheet("QToolButton { font-weight: bold; }")
 
         self.progress = QtWidgets.QProgressBar()
-        self.progress.setFormat("%v / %m pixels")
+        self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        self.progress.setFormat("")
         self.grid = CompletionGrid()
         self.hint = QtWidgets.QLabel(
             "Mask part of the digit with the mask brush, the rectangle or a preset, "
@@ -532,8 +556,12 @@ class CompletionPanel(QtWidgets.QWidget):
             fast=self.sampler_box.currentData() == "fast",
         )
 
-    def start(self, backend, image: np.ndarray, unknown: np.ndarray) -> None:
-        """Starts completing; raises PixelCNNError when the request is impossible."""
+    def start(self, backend, image: np.ndarray, unknown: np.ndarray, cached=None) -> None:
+        """Starts completing; raises PixelCNNError when the request is impossible.
+
+        `cached`, a backend with the incremental session, serves the fast
+        sampler when `backend` itself has none.
+        """
         if backend is None:
             raise PixelCNNError("No model is open: open one with File > Open model (Ctrl+M).")
         if self.runner.is_running():
@@ -546,17 +574,24 @@ class CompletionPanel(QtWidgets.QWidget):
         blank = np.full((SIDE, SIDE), np.nan, np.float32)
         for tile in self.grid.tiles:
             tile.view.show_state(tile_codes(request.image, self._unknown, blank), blank)
-            tile.set_caption("…", "")
+            tile.set_caption("drawing…", "")
         self.stack.setCurrentWidget(self.grid)
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        self.progress.setFormat("%v / %m pixels")
+        if request.fast and cached is not None:
+            backend = cached
         self.runner.start(backend, request, paused=self.pause_action.isChecked())
+        path = "cached" if request.fast and hasattr(backend, "incremental") else "full passes"
+        self.sampler_text = f"{backend.name}, {path}"
         log.info(
-            "completing %d pixels, %d samples, mode %s, seed %d",
+            "completing %d pixels, %d samples, mode %s, seed %d, %s with %s",
             int(self._unknown.sum()),
             request.samples,
             request.mode,
             request.seed,
+            path,
+            backend.name,
         )
 
     def stop(self) -> None:
@@ -596,7 +631,7 @@ class CompletionPanel(QtWidgets.QWidget):
         self.sigRate.emit(report.pixels_per_second)
         self.sigStatus.emit(
             f"pixel ({i}, {j}), {step.index + 1} of {step.total}; "
-            f"{report.pixels_per_second:,.0f} pixels/s"
+            f"{report.pixels_per_second:,.0f} pixels/s with {self.sampler_text}"
         )
 
     def _on_finished(self, result: RunResult) -> None:
@@ -619,7 +654,8 @@ class CompletionPanel(QtWidgets.QWidget):
         self.sigRate.emit(rate)
         self.sigStatus.emit(
             f"Completed {len(completion.images)} × {int(self._unknown.sum())} pixels in "
-            f"{result.seconds:.1f} s ({rate:,.0f} pixels/s). Click a completion to use it."
+            f"{result.seconds:.1f} s ({rate:,.0f} pixels/s with {self.sampler_text}). "
+            "Click a completion to use it."
         )
 
     def _on_failed(self, message: str) -> None:
@@ -699,7 +735,7 @@ class HeatLegend(QtWidgets.QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        lut = heat_lut()
+        lut = heat_colours()
         strip = np.ascontiguousarray(np.repeat(lut[None, :, :], 12, axis=0))
         image = QtGui.QImage(strip.data, 256, 12, 256 * 4, QtGui.QImage.Format_RGBA8888)
         self._pixmap = QtGui.QPixmap.fromImage(image.copy()).scaled(120, 12)

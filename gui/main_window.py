@@ -54,7 +54,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.model: LoadedModel | None = None
         self.drawing = Drawing()
         self._digit_set = None
-        self._rng = np.random.default_rng()
+        self.rng = np.random.default_rng()
         self._extra_tabs: list[QtWidgets.QWidget] = []
         self._error_box: QtWidgets.QMessageBox | None = None
 
@@ -106,8 +106,9 @@ class MainWindow(QtWidgets.QMainWindow):
         # initial update
         self._restore_settings()
         self._on_drawing_changed()
-        if model_path is not None:
-            self.open_model(model_path)
+        if model_path is None or not self.open_model(model_path):
+            # without a model the views explain a fresh network, and say so
+            self._rebuild_extra_tabs()
 
     # building
 
@@ -328,7 +329,10 @@ class MainWindow(QtWidgets.QMainWindow):
             log.info("gui.views is not there; the studio runs without its extra tabs")
             return
         try:
-            views = make_views(self.model.checkpoint_path, self.model.metrics_path)
+            if self.model is None:
+                views = make_views(None, None)
+            else:
+                views = make_views(self.model.checkpoint_path, self.model.metrics_path)
         except PixelCNNError as error:
             self.statusBar().showMessage(f"The explanatory views are not available: {error}")
             return
@@ -413,7 +417,7 @@ class MainWindow(QtWidgets.QMainWindow):
         except PixelCNNError as error:
             self.show_error(str(error))
             return
-        k = int(self._rng.integers(len(self._digit_set)))
+        k = int(self.rng.integers(len(self._digit_set)))
         self.load_digit_image(self._digit_set.binary(k), self._digit_set.describe(k) + ".")
 
     def _ask_save_path(self, title: str, name: str, kind: str) -> str | None:
@@ -499,7 +503,7 @@ class MainWindow(QtWidgets.QMainWindow):
         from engine.masks import named_mask
 
         name = self.sender().data()
-        seed = int(self._rng.integers(2**31 - 1))
+        seed = int(self.rng.integers(2**31 - 1))
         self.drawing.set_mask(named_mask(name, self.drawing.image.shape, seed=seed))
         self._after_history_change()
 
@@ -534,7 +538,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def _on_complete_requested(self) -> None:
         try:
             backend = self.model.backend if self.model else None
-            self.panel.start(backend, self.drawing.image, self.drawing.unknown)
+            cached = self.model.cached if self.model else None
+            self.panel.start(backend, self.drawing.image, self.drawing.unknown, cached)
         except PixelCNNError as error:
             self.show_error(str(error), offer_model=self.model is None)
 

@@ -1,7 +1,9 @@
 """Opens a model file for the studio: an ONNX file or a torch checkpoint, same contract.
 
 An .onnx file runs in ONNX Runtime (CUDA where it works, else the CPU); a .pt
-checkpoint runs through torch, which is imported only when one is opened.
+checkpoint runs through torch, which is imported only when one is needed. The
+fast sampler needs the cached torch engine (engine.incremental): a checkpoint
+gets it directly, an ONNX file from the checkpoint of the same name beside it.
 """
 
 import logging
@@ -27,6 +29,7 @@ class LoadedModel:
     path: Path
     kind: str  # "onnx" or "torch"
     provider: str  # "CUDA" or "CPU"
+    cached: object | None = None  # a backend with incremental(), for the fast sampler
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -41,11 +44,24 @@ class LoadedModel:
 
     @property
     def fast_sampler(self) -> bool:
-        """Whether the backend offers the cached incremental session."""
-        return callable(getattr(self.backend, "incremental", None))
+        """Whether the cached incremental session is there for the fast sampler."""
+        return self.cached is not None
+
+    def sampling_backend(self, fast: bool):
+        """The cached backend for the fast sampler when there is one, else the model's own."""
+        return self.cached if fast and self.cached is not None else self.backend
 
     def describe(self) -> str:
         return f"{self.path.name} ({self.kind}, {self.provider})"
+
+
+def network_threads() -> int:
+    """CPU threads for the network: every core but one, which the GUI keeps.
+
+    On two cores ONNX Runtime with two spinning threads ran a pass several
+    times slower than with one, as they fought the GUI for the same cores.
+    """
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def load_model_file(path: str | os.PathLike, device: str = "auto") -> LoadedModel:
@@ -67,8 +83,9 @@ def load_model_file(path: str | os.PathLike, device: str = "auto") -> LoadedMode
     if path.suffix.lower() == ".onnx":
         from export.runtime import open_model
 
-        backend = open_model(path, device)
-        loaded = LoadedModel(backend, path, "onnx", backend.provider)
+        backend = open_model(path, device, threads=network_threads())
+        cached = cached_companion(path.with_suffix(".pt"), backend.config)
+        loaded = LoadedModel(backend, path, "onnx", backend.provider, cached)
     else:
         loaded = load_torch_checkpoint(path, device)
     log.info("opened %s", loaded.describe())
@@ -82,8 +99,45 @@ def load_torch_checkpoint(path: Path, device: str) -> LoadedModel:
     from engine.checkpoint import load_model
 
     model, _ = load_model(path)
+    torch.set_num_threads(network_threads())
     if device == "cuda" and not torch.cuda.is_available():
         raise PixelCNNError("device cuda was asked for, but torch sees no GPU; use cpu or auto.")
     target = "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
-    backend = TorchBackend(model, target)
-    return LoadedModel(backend, path, "torch", target.upper())
+    cached = cached_backend(model, target)
+    backend = cached if cached is not None else TorchBackend(model, target)
+    return LoadedModel(backend, path, "torch", target.upper(), cached)
+
+
+def cached_backend(model, device: str = "cpu"):
+    """The model behind the cached engine, or None for a model it cannot cache."""
+    from engine.incremental import CachedTorchBackend
+
+    try:
+        return CachedTorchBackend(model, device, threads=network_threads())
+    except PixelCNNError as error:
+        log.info("no fast sampler for this model: %s", error)
+        return None
+
+
+def cached_companion(checkpoint: Path, config):
+    """The cached engine from the checkpoint beside an ONNX file, if it is the same network."""
+    if not checkpoint.is_file():
+        log.info("no %s beside the ONNX model: the fast sampler is not available", checkpoint)
+        return None
+    from engine.checkpoint import load_model
+
+    try:
+        model, _ = load_model(checkpoint)
+    except PixelCNNError as error:
+        log.warning("the fast sampler is not available: %s", error)
+        return None
+    if config is not None and model.config != config:
+        log.warning(
+            "%s is not the network of the ONNX file beside it (%s, not %s); "
+            "the fast sampler is not available",
+            checkpoint,
+            model.config,
+            config,
+        )
+        return None
+    return cached_backend(model)

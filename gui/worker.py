@@ -2,10 +2,12 @@
 
 The worker iterates engine.sampling.complete on a QThread. Steps go to the GUI
 through a one-slot mailbox: the worker keeps only the newest, and announces it
-with a signal at most ~30 times a second and only once the GUI took the last
-one, so a fast sampler cannot flood the event queue.
+with a signal at most ~30 times a second, and only once the GUI has drawn the
+last one, so a fast sampler can neither flood the event queue nor starve
+itself of CPU time.
 """
 
+import functools
 import logging
 import threading
 import time
@@ -16,14 +18,16 @@ from PySide6 import QtCore
 from PySide6.QtCore import Signal
 
 from engine.errors import PixelCNNError
-from gui.pyside_fixes import guard_bool_refcounts
+from gui.pyside_fixes import guard_singleton_refcounts
 
 log = logging.getLogger(__name__)
 
 # every image update emits signals; see gui.pyside_fixes for why this comes first
-guard_bool_refcounts()
+guard_singleton_refcounts()
 
 MIN_ANNOUNCE_INTERVAL_S = 1 / 30
+# announce no more often than this many times the GUI's time to show a step
+GUI_SHARE_FACTOR = 3
 MAX_GIF_FRAMES = 150
 RATE_WINDOW_S = 1.0
 
@@ -92,6 +96,8 @@ class CompletionWorker(QtCore.QObject):
         self._report: StepReport | None = None
         self._announced = True
         self._pending = False
+        self._taken_at = 0.0
+        self._gui_cost_s = 0.0
 
     # control, from any thread
 
@@ -126,10 +132,21 @@ class CompletionWorker(QtCore.QObject):
             return self._paused
 
     def take_report(self) -> StepReport | None:
-        """The newest step (GUI thread); lets the worker announce the next one."""
+        """The newest step, for the GUI thread; call report_shown once it is painted."""
         with self._condition:
-            self._pending = False
+            self._taken_at = time.perf_counter()
             return self._report
+
+    def report_shown(self) -> None:
+        """The GUI has drawn the last step: the worker may announce the next one.
+
+        The time the GUI took spaces the announcements, so a slow machine
+        spends most of its time sampling rather than redrawing.
+        """
+        with self._condition:
+            if self._pending:
+                self._gui_cost_s = time.perf_counter() - self._taken_at
+            self._pending = False
 
     # the run, on the worker thread
 
@@ -204,7 +221,8 @@ class CompletionWorker(QtCore.QObject):
                     self._report = StepReport(step, shown, rate)
                     self._announced = False
                     stepping = self._paused
-                if stepping or now - last_announce >= MIN_ANNOUNCE_INTERVAL_S:
+                interval = max(MIN_ANNOUNCE_INTERVAL_S, GUI_SHARE_FACTOR * self._gui_cost_s)
+                if stepping or now - last_announce >= interval:
                     if self._announce():
                         last_announce = now
         finally:
@@ -334,6 +352,12 @@ class CompletionRunner(QtCore.QObject):
         report = self._worker.take_report()
         if report is not None:
             self.sigStep.emit(report)
+        # a zero timer fires after the repaints that the step asked for
+        QtCore.QTimer.singleShot(0, functools.partial(self._on_report_shown, run_id))
+
+    def _on_report_shown(self, run_id: int) -> None:
+        if run_id == self._run_id and self._worker is not None:
+            self._worker.report_shown()
 
     def _on_worker_finished(self, run_id: int, result: RunResult) -> None:
         if run_id != self._run_id or self._worker is None:

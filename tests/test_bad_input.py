@@ -8,6 +8,7 @@ command lines must print one `error:` line and exit with 2, never a traceback.
 import contextlib
 import copy
 import gzip
+import importlib
 import io
 import os
 import pickle
@@ -705,3 +706,28 @@ def test_unreadable_picture_is_refused_naming_it(tmp_path):
 
     with pytest.raises(PixelCNNError, match="locked.png"):
         load_digit(path)
+
+
+# --- the other command lines, given a file that is no checkpoint -------------------------
+
+
+@pytest.mark.parametrize(
+    ("module", "argv"),
+    [
+        ("engine.evaluate", ["--checkpoint", "{bad}"]),
+        ("engine.model", ["--checkpoint", "{bad}", "--summary"]),
+        ("export.onnx", ["--checkpoint", "{bad}", "--output", "{out}"]),
+    ],
+)
+def test_command_lines_report_a_foreign_checkpoint_in_one_line(tmp_path, capsys, module, argv):
+    bad = tmp_path / "downloaded.pt"
+    bad.write_bytes(np.random.default_rng(5).bytes(3000))
+    out = tmp_path / "model.onnx"
+    entry = importlib.import_module(module).main
+
+    code = entry([a.format(bad=bad, out=out) for a in argv])
+
+    error = capsys.readouterr().err
+    assert code == 2
+    assert error.startswith("error: ") and error.count("\n") == 1 and "downloaded.pt" in error
+    assert not out.exists()

@@ -24,6 +24,12 @@ from engine.checkpoint import load_checkpoint
 from engine.data import load_split
 from engine.model import ModelConfig
 
+# signals, fork and process groups as POSIX has them
+pytestmark = [
+    pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and fork"),
+    pytest.mark.slow,
+]
+
 ROOT = Path(__file__).resolve().parent.parent
 WORLD_SIZE = 2
 # 10 global batches of 16 digits, 8 on each rank

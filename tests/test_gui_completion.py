@@ -68,7 +68,7 @@ def test_completion_keeps_known_pixels_and_fills_every_masked_one(qtbot, panel, 
         assert np.isfinite(completion.log_likelihood[k]) and completion.log_likelihood[k] < 0
     # every tile shows its finished completion: nothing pending, a caption with log p
     for tile in panel.grid.tiles:
-        assert PENDING not in tile.view.digit_item.image
+        assert PENDING not in tile.view.codes
         assert "log p" in tile.caption.text()
     assert panel.progress.value() == panel.progress.maximum() == int(unknown.sum())
 
@@ -87,14 +87,18 @@ def test_likelihood_aware_mode_keeps_known_pixels(qtbot, panel, backend):
     assert np.isfinite(completion.observed_log_likelihood[0])
 
 
-def test_naive_sampler_draws_the_same_pixels_for_the_same_seed(qtbot, panel, backend):
+def test_fast_and_naive_samplers_draw_the_same_pixels(qtbot, panel, backend, tiny_model):
+    from gui.model_loader import cached_backend
+
+    cached = cached_backend(tiny_model)
     image, unknown = digit_and_hole()
     panel.seed_box.setValue(7)
     runs = []
     for sampler in ("fast", "naive"):
         panel.sampler_box.setCurrentIndex(panel.sampler_box.findData(sampler))
-        panel.start(backend, image, unknown)
+        panel.start(backend, image, unknown, cached)
         runs.append(finish(qtbot, panel).completion.images)
+        assert ("cached" in panel.sampler_text) == (sampler == "fast")
 
     np.testing.assert_array_equal(runs[0], runs[1])
 
