@@ -7,12 +7,12 @@ A checkpoint is a dict of tensors and plain values only, so it loads with
 import logging
 import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 
+from engine.atomic import atomic_file
 from engine.errors import PixelCNNError
 from engine.model import ModelConfig, build_model
 
@@ -33,15 +33,10 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     payload = {**state, "format": FORMAT, "version": FORMAT_VERSION}
     # TODO: a kill -9 mid-write leaves <name>.<random>.tmp behind; nothing removes it,
     # because another process may be writing that very file at the time
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
-        with os.fdopen(handle, "wb") as stream:
+        with atomic_file(path) as stream:
             torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
     except (OSError, RuntimeError) as error:
-        Path(temporary).unlink(missing_ok=True)
         # torch.save reports a failed write to its stream (a full disk, say) as a
         # RuntimeError ("unexpected pos ...") whose context is the OSError
         cause = error if isinstance(error, OSError) else error.__context__
@@ -51,9 +46,6 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
             f"could not write checkpoint {path} ({cause}); the previous one is untouched. "
             "Free some disk space or choose another --out folder."
         ) from error
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -14,7 +14,6 @@ import math
 import os
 import struct
 import sys
-import tempfile
 import urllib.request
 import zlib
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.atomic import atomic_file
 from engine.errors import PixelCNNError
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,9 @@ def download(folder: str | os.PathLike | None = None, mirror: str = DEFAULT_MIRR
             raise PixelCNNError(
                 f"{url} does not match the known MNIST checksum; try another --mirror."
             )
-        write_atomically(target, payload)
+        # a mirror may serve the raw bytes; the cache always holds gzip
+        with atomic_file(target) as stream:
+            stream.write(payload if payload[:2] == b"\x1f\x8b" else gzip.compress(content))
     return folder
 
 
@@ -266,17 +268,6 @@ def decompress(payload: bytes, source: str) -> bytes:
         raise PixelCNNError(
             f"{source} is a damaged gzip file ({error}); download it again."
         ) from error
-
-
-def write_atomically(target: Path, payload: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def main(argv=None) -> int:

@@ -254,7 +254,13 @@ def main(argv=None) -> int:
     except PixelCNNError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(format_summary(model))
+    if args.summary:
+        print(format_summary(model))
+    else:
+        print(
+            f"{model.config.arch} PixelCNN, {count_parameters(model):,} parameters "
+            "(--summary for the per-layer table)"
+        )
     return 0
 
 

@@ -136,6 +136,9 @@ class Distributed:
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.active = self.world_size > 1
+        if self.active and device.type == "cuda":
+            # before the process group, so NCCL opens no context on GPU 0 for every rank
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         if self.active and not dist.is_initialized():
             backend = "nccl" if device.type == "cuda" else "gloo"
             dist.init_process_group(backend)
@@ -143,9 +146,7 @@ class Distributed:
 
     def local_device(self, device: torch.device) -> torch.device:
         if device.type == "cuda" and self.active:
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            return torch.device("cuda", local)
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return device
 
     def sum(self, value: float, device) -> float:
@@ -234,6 +235,8 @@ class Trainer:
             self.batch_in_epoch = state["batch_in_epoch"]
             self.step = state["step"]
             self.best_validation = state["best_validation"]
+            if "rng_state" in state:
+                torch.set_rng_state(state["rng_state"])
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
             # a checkpoint edited or assembled elsewhere: say so instead of a traceback;
             # load_state_dict puts its first mismatch on the second line
@@ -248,8 +251,6 @@ class Trainer:
         # covers the batches after the resume only, and dropout draws afresh
         self.epoch_loss_sum = state.get("epoch_loss_sum", 0.0)
         self.epoch_loss_count = state.get("epoch_loss_count", 0)
-        if "rng_state" in state:
-            torch.set_rng_state(state["rng_state"])
 
     def state(self) -> dict:
         return {

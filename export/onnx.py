@@ -9,9 +9,7 @@ import argparse
 import copy
 import json
 import logging
-import os
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ import onnx
 import torch
 from torch import nn
 
+from engine.atomic import atomic_file
 from engine.checkpoint import load_model
 from engine.data import binarize_fixed, load_split, resolve_data_dir
 from engine.errors import PixelCNNError
@@ -191,29 +190,12 @@ def write_atomically(path: Path, payload: bytes) -> None:
     """A temporary file beside the target, renamed over it once complete."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(
-            dir=path.parent, prefix=path.name + ".", suffix=".tmp"
-        )
-    except OSError as error:
-        raise PixelCNNError(
-            f"could not write {path} ({error}); choose another --output."
-        ) from error
-    try:
-        with os.fdopen(handle, "wb") as stream:
+        with atomic_file(path) as stream:
             stream.write(payload)
-            stream.flush()
-            os.fsync(stream.fileno())
-        # mkstemp makes the file private; a model is meant to be read by everyone
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
     except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
         raise PixelCNNError(
             f"could not write {path} ({error}); choose another --output or free some space."
         ) from error
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def show_own_logs() -> None:
