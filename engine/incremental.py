@@ -433,6 +433,9 @@ class TorchIncrementalSession(RasterSession):
     steps on one: see torch_threads.
     """
 
+    # TODO: written for any torch device but run only on the CPU so far; on CUDA
+    # each pixel step would also wait for its [N] logits to reach the host
+
     def __init__(self, model: TwoStreamPixelCNN, batch_size: int, device=None, threads=1):
         check_two_stream(model)
         super().__init__(CacheLayout.of(model.config), batch_size)

@@ -582,16 +582,17 @@ class CompletionPanel(QtWidgets.QWidget):
         if request.fast and cached is not None:
             backend = cached
         self.runner.start(backend, request, paused=self.pause_action.isChecked())
-        path = "cached" if request.fast and hasattr(backend, "incremental") else "full passes"
-        self.sampler_text = f"{backend.name}, {path}"
+        cached_path = request.fast and hasattr(backend, "incremental")
+        self.sampler_text = ("the cached session of " if cached_path else "full passes of ") + (
+            backend.name
+        )
         log.info(
-            "completing %d pixels, %d samples, mode %s, seed %d, %s with %s",
+            "completing %d pixels, %d samples, mode %s, seed %d, with %s",
             int(self._unknown.sum()),
             request.samples,
             request.mode,
             request.seed,
-            path,
-            backend.name,
+            self.sampler_text,
         )
 
     def stop(self) -> None:

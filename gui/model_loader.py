@@ -103,9 +103,9 @@ def load_torch_checkpoint(path: Path, device: str) -> LoadedModel:
     if device == "cuda" and not torch.cuda.is_available():
         raise PixelCNNError("device cuda was asked for, but torch sees no GPU; use cpu or auto.")
     target = "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
-    cached = cached_backend(model, target)
-    backend = cached if cached is not None else TorchBackend(model, target)
-    return LoadedModel(backend, path, "torch", target.upper(), cached)
+    # both share the one model: full passes for the naive sampler, the cache for the fast
+    backend = TorchBackend(model, target)
+    return LoadedModel(backend, path, "torch", target.upper(), cached_backend(model, target))
 
 
 def cached_backend(model, device: str = "cpu"):
