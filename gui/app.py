@@ -11,7 +11,6 @@ import threading
 
 from PySide6 import QtCore, QtWidgets
 
-from gui.pyside_fixes import guard_singleton_refcounts
 from gui.settings import APPLICATION, ORGANIZATION, Settings, open_settings
 
 log = logging.getLogger(__name__)
@@ -19,7 +18,6 @@ log = logging.getLogger(__name__)
 
 def application(argv=None) -> QtWidgets.QApplication:
     """The running QApplication, made on first use."""
-    guard_singleton_refcounts()
     app = QtWidgets.QApplication.instance()
     if app is None:
         app = QtWidgets.QApplication(list(argv) if argv is not None else sys.argv[:1])

@@ -12,12 +12,8 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Qt, Signal
 
 from gui.drawing import TOOLS, Drawing, segment_points
-from gui.pyside_fixes import guard_singleton_refcounts
 
 log = logging.getLogger(__name__)
-
-# every image update emits signals; see gui.pyside_fixes for why this comes first
-guard_singleton_refcounts()
 
 PAPER = (255, 255, 255, 255)
 INK = (20, 20, 24, 255)

@@ -8,7 +8,6 @@ sends it back to the canvas.
 
 import logging
 import math
-import time
 
 import numpy as np
 import pyqtgraph as pg
@@ -328,9 +327,7 @@ class CompletionPanel(QtWidgets.QWidget):
         self.settings = settings
         self.runner = CompletionRunner(self)
         self.result: RunResult | None = None
-        self._request: CompletionRequest | None = None
         self._unknown = np.zeros((SIDE, SIDE), bool)
-        self._fast_available = True
         self.sampler_text = ""
 
         # create
@@ -523,7 +520,6 @@ class CompletionPanel(QtWidgets.QWidget):
 
     def set_fast_available(self, available: bool) -> None:
         """Says in the sampler box whether the open model has the cached fast path."""
-        self._fast_available = available
         text = SAMPLERS[0][1] if available else "Fast (not available)"
         self.sampler_box.setItemText(0, text)
         self.sampler_box.setItemData(
@@ -568,8 +564,7 @@ class CompletionPanel(QtWidgets.QWidget):
             raise PixelCNNError("A completion is already running; stop it first (Esc).")
         request = self.build_request(image, unknown)
 
-        self._request, self._unknown, self.result = request, ~request.known, None
-        self._started = time.perf_counter()
+        self._unknown, self.result = ~request.known, None
         self.grid.set_count(request.samples)
         blank = np.full((SIDE, SIDE), np.nan, np.float32)
         for tile in self.grid.tiles:

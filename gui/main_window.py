@@ -57,6 +57,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.rng = np.random.default_rng()
         self._extra_tabs: list[QtWidgets.QWidget] = []
         self._error_box: QtWidgets.QMessageBox | None = None
+        self._tab_restored = False
 
         # create
         self.canvas = DigitCanvas(self.drawing)
@@ -323,10 +324,11 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         try:
             from gui.views import make_views
-        except ModuleNotFoundError as error:
-            if error.name != "gui.views":
-                raise
-            log.info("gui.views is not there; the studio runs without its extra tabs")
+        except ImportError as error:
+            if getattr(error, "name", None) == "gui.views":
+                log.info("gui.views is not there; the studio runs without its extra tabs")
+            else:
+                log.exception("the explanatory views could not be imported")
             return
         try:
             if self.model is None:
@@ -343,7 +345,10 @@ class MainWindow(QtWidgets.QMainWindow):
             # a tab title's "&" would mark a shortcut letter; show it as written
             self.tabs.addTab(widget, title.replace("&", "&&"))
             self._extra_tabs.append(widget)
-        self.tabs.setCurrentIndex(min(self.settings.get("tab"), self.tabs.count() - 1))
+        # the last tab of the previous session, once; later model changes keep the current one
+        if not self._tab_restored:
+            self.tabs.setCurrentIndex(min(self.settings.get("tab"), self.tabs.count() - 1))
+            self._tab_restored = True
 
     def _close_extra_tabs(self) -> None:
         for widget in self._extra_tabs:

@@ -2,8 +2,9 @@
 
 An .onnx file runs in ONNX Runtime (CUDA where it works, else the CPU); a .pt
 checkpoint runs through torch, which is imported only when one is needed. The
-fast sampler needs the cached torch engine (engine.incremental): a checkpoint
-gets it directly, an ONNX file from the checkpoint of the same name beside it.
+fast sampler needs a cached engine: an ONNX file gets it from its row and pixel
+step graphs (export.incremental) when they lie beside it, else from the
+checkpoint of the same name; a checkpoint gets it directly.
 """
 
 import logging
@@ -64,6 +65,17 @@ def network_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+def limit_torch_threads() -> None:
+    """Gives torch the network's share of the cores, for this process and all its users.
+
+    With as many threads as cores, torch's spinning workers fight the GUI and
+    ONNX Runtime: a busy two-core machine ran a tiny model's pass 30x slower.
+    """
+    import torch
+
+    torch.set_num_threads(network_threads())
+
+
 def load_model_file(path: str | os.PathLike, device: str = "auto") -> LoadedModel:
     """Opens `path` on `device`; raises PixelCNNError with what to do when it cannot."""
     path = Path(path)
@@ -84,7 +96,9 @@ def load_model_file(path: str | os.PathLike, device: str = "auto") -> LoadedMode
         from export.runtime import open_model
 
         backend = open_model(path, device, threads=network_threads())
-        cached = cached_companion(path.with_suffix(".pt"), backend.config)
+        cached = cached_onnx(path, device) or cached_companion(
+            path.with_suffix(".pt"), backend.config
+        )
         loaded = LoadedModel(backend, path, "onnx", backend.provider, cached)
     else:
         loaded = load_torch_checkpoint(path, device)
@@ -98,8 +112,8 @@ def load_torch_checkpoint(path: Path, device: str) -> LoadedModel:
     from engine.backend import TorchBackend
     from engine.checkpoint import load_model
 
+    limit_torch_threads()
     model, _ = load_model(path)
-    torch.set_num_threads(network_threads())
     if device == "cuda" and not torch.cuda.is_available():
         raise PixelCNNError("device cuda was asked for, but torch sees no GPU; use cpu or auto.")
     target = "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
@@ -119,6 +133,19 @@ def cached_backend(model, device: str = "cpu"):
         return None
 
 
+def cached_onnx(path: Path, device: str):
+    """The ONNX step graphs beside `path` as a cached backend, or None without them."""
+    from export.incremental import incremental_paths, open_cached_model
+
+    if not all(graph.is_file() for graph in incremental_paths(path)):
+        return None
+    try:
+        return open_cached_model(path, device, threads=network_threads())
+    except PixelCNNError as error:
+        log.warning("the step graphs beside %s cannot be used: %s", path, error)
+        return None
+
+
 def cached_companion(checkpoint: Path, config):
     """The cached engine from the checkpoint beside an ONNX file, if it is the same network."""
     if not checkpoint.is_file():
@@ -126,6 +153,7 @@ def cached_companion(checkpoint: Path, config):
         return None
     from engine.checkpoint import load_model
 
+    limit_torch_threads()
     try:
         model, _ = load_model(checkpoint)
     except PixelCNNError as error:

@@ -18,17 +18,14 @@ from PySide6 import QtCore
 from PySide6.QtCore import Signal
 
 from engine.errors import PixelCNNError
-from gui.pyside_fixes import guard_singleton_refcounts
 
 log = logging.getLogger(__name__)
-
-# every image update emits signals; see gui.pyside_fixes for why this comes first
-guard_singleton_refcounts()
 
 MIN_ANNOUNCE_INTERVAL_S = 1 / 30
 # announce no more often than this many times the GUI's time to show a step
 GUI_SHARE_FACTOR = 3
 MAX_GIF_FRAMES = 150
+PENDING_GREY = 0.3  # pixels not drawn yet, in the GIF
 RATE_WINDOW_S = 1.0
 
 
@@ -58,8 +55,16 @@ class StepReport:
 @dataclass
 class RunResult:
     completion: object | None  # engine.sampling.Completion; None when stopped
-    frames: list  # [S,H,W] uint8 canvases through the run, for the GIF
+    frames: list  # [S,H,W] float32 canvases through the run, for the GIF
     seconds: float
+
+
+def gif_frame(step, shown: np.ndarray, unknown: np.ndarray) -> np.ndarray:
+    """The shown canvases with the pixels still to draw in grey, float32 [S,H,W] in [0,1]."""
+    canvases = step.canvases[shown].astype(np.float32)
+    pending = unknown & np.isnan(step.prob_maps[shown])
+    canvases[pending] = PENDING_GREY
+    return canvases
 
 
 def shown_particles(step) -> np.ndarray:
@@ -184,7 +189,7 @@ class CompletionWorker(QtCore.QObject):
             return
 
         if completion is not None:
-            frames.append(completion.images.copy())
+            frames.append(completion.images.astype(np.float32))
         seconds = time.perf_counter() - started
         self.sigFinished.emit(self.run_id, RunResult(completion, frames, seconds))
 
@@ -215,7 +220,7 @@ class CompletionWorker(QtCore.QObject):
                 if stride is None:
                     stride = max(1, -(-step.total // MAX_GIF_FRAMES))
                 if step.index % stride == 0:
-                    frames.append(step.canvases[shown])
+                    frames.append(gif_frame(step, shown, ~self.request.known))
 
                 with self._condition:
                     self._report = StepReport(step, shown, rate)
