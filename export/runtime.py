@@ -18,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+from engine.config import ModelConfig
 from engine.errors import PixelCNNError
 
 log = logging.getLogger(__name__)
@@ -280,10 +281,6 @@ def config_from_metadata(metadata: dict, source: str):
     """The ModelConfig stored with one of our files, or None for a file made elsewhere."""
     if metadata.get("format") != FORMAT:
         return None
-
-    # TODO: ModelConfig lives in engine.model, which imports torch; opening an ONNX
-    # file should not need torch, so the dataclass belongs in a torch-free module
-    from engine.model import ModelConfig
 
     values = metadata["config"]
     if not isinstance(values, dict):

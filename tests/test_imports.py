@@ -62,3 +62,18 @@ def test_probe_sees_qt_when_something_imports_it():
     result = import_in_fresh_interpreter([], also=["PySide6.QtCore"])
 
     assert "PySide6.QtCore" in result["qt"]
+
+
+def test_opening_an_onnx_model_needs_no_torch():
+    # the runtime reads a model's configuration from its metadata; that must not
+    # drag torch (hundreds of MB, seconds to import) into an ONNX-only process
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, export.runtime; print('torch' in sys.modules)"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "False"

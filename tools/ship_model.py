@@ -3,8 +3,9 @@
     python tools/ship_model.py --run runs/shipped --data ../shared/data/mnist
 
 Writes assets/pixelcnn.pt (weights, configuration, training options, test
-figures; no optimizer state), assets/metrics.jsonl, and assets/train-state.pt
-(the run's last.pt, so a later session can resume the same run).
+figures; no optimizer state), its ONNX export and step graphs (each checked
+against PyTorch), assets/metrics.jsonl, and assets/train-state.pt (the run's
+last.pt, so a later session can resume the same run).
 """
 
 import argparse
@@ -18,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from engine.errors import PixelCNNError  # noqa: E402
 from engine.evaluate import evaluate_checkpoint, format_figures  # noqa: E402
+from export import incremental, onnx  # noqa: E402
 
 KEEP = ("config", "train", "model", "epoch", "step", "best_validation", "elapsed", "parameters")
 
@@ -38,6 +40,14 @@ def ship(run: Path, assets: Path, data: str | None, limit: int | None) -> dict:
 
     shutil.copyfile(run / "metrics.jsonl", assets / "metrics.jsonl")
     shutil.copyfile(run / "last.pt", assets / "train-state.pt")
+
+    # the app runs the ONNX file, and samples fast through the step graphs
+    exported = target.with_suffix(".onnx")
+    data_option = ["--data", data] if data else []
+    if onnx.main(["--checkpoint", str(target), "--output", str(exported), *data_option]):
+        raise PixelCNNError(f"the ONNX export of {target} failed its check; see above.")
+    if incremental.main(["--checkpoint", str(target), "--output", str(exported)]):
+        raise PixelCNNError(f"the step graphs of {target} failed their check; see above.")
     return result
 
 
