@@ -5,6 +5,7 @@ the checkout (where development and CI machines have it).
 """
 
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,19 @@ def trained_checkpoint(tmp_path_factory, mnist_path) -> Path:
     )
     Trainer(config, ModelConfig(channels=8, blocks=2)).run()
     return out / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def small_mnist(mnist_path, tmp_path_factory) -> Path:
+    """The first 1000 training digits as an MNIST folder of their own: quick to load."""
+    from engine.data import load_split
+
+    digits = load_split(mnist_path, train=True)
+    folder = tmp_path_factory.mktemp("mnist")
+    for stem, array, magic in (
+        ("train-images-idx3-ubyte", digits.images[:1000], 0x803),
+        ("train-labels-idx1-ubyte", digits.labels[:1000], 0x801),
+    ):
+        header = struct.pack(f">I{array.ndim}I", magic, *array.shape)
+        (folder / stem).write_bytes(header + array.tobytes())
+    return folder

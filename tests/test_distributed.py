@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -21,7 +20,6 @@ import torch.multiprocessing as mp
 
 from engine import train
 from engine.checkpoint import load_checkpoint
-from engine.data import load_split
 from engine.model import ModelConfig
 
 # signals, fork and process groups as POSIX has them
@@ -43,20 +41,6 @@ RUN = {
 }
 TINY = {"channels": 8, "blocks": 2}
 STEPS = 10
-
-
-@pytest.fixture(scope="module")
-def small_mnist(mnist_path, tmp_path_factory) -> Path:
-    """The first 1000 training digits as an MNIST folder of their own: quick to load."""
-    digits = load_split(mnist_path, train=True)
-    folder = tmp_path_factory.mktemp("mnist")
-    for stem, array, magic in (
-        ("train-images-idx3-ubyte", digits.images[:1000], 0x803),
-        ("train-labels-idx1-ubyte", digits.labels[:1000], 0x801),
-    ):
-        header = struct.pack(f">I{array.ndim}I", magic, *array.shape)
-        (folder / stem).write_bytes(header + array.tobytes())
-    return folder
 
 
 def free_port() -> int:

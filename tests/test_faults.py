@@ -11,7 +11,6 @@ import json
 import os
 import random
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -22,7 +21,6 @@ import torch
 
 from engine import checkpoint, train
 from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.data import load_split
 from engine.errors import PixelCNNError
 from engine.model import ModelConfig
 
@@ -43,20 +41,6 @@ SMALL_RUN = {
 }
 TINY = {"channels": 8, "blocks": 2}
 TOTAL_STEPS = 60
-
-
-@pytest.fixture(scope="module")
-def small_mnist(mnist_path, tmp_path_factory) -> Path:
-    """The first 1000 training digits as an MNIST folder of their own: quick to load."""
-    digits = load_split(mnist_path, train=True)
-    folder = tmp_path_factory.mktemp("mnist")
-    for stem, array, magic in (
-        ("train-images-idx3-ubyte", digits.images[:1000], 0x803),
-        ("train-labels-idx1-ubyte", digits.labels[:1000], 0x801),
-    ):
-        header = struct.pack(f">I{array.ndim}I", magic, *array.shape)
-        (folder / stem).write_bytes(header + array.tobytes())
-    return folder
 
 
 def cli_options(values: dict) -> list[str]:
