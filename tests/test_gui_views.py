@@ -5,7 +5,6 @@ compared with gradients taken through the model's own forward pass.
 """
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PySide6.QtCore import QCoreApplication, QEvent, QPointF, Qt
+from test_receptive_field import documented_padding
 
 from engine.checkpoint import save_checkpoint
 from engine.receptive_field import OUTPUT, count_field, raster_previous
@@ -217,22 +217,6 @@ def test_deleting_mid_computation_leaves_no_thread_running(qtbot, context):
 
 
 # ---------------------------------------------------------------- padding views
-
-
-def documented_padding(mode, kernel, shape, stride):
-    """(left, right, top, bottom) as the padding rules state them."""
-    kh, kw = kernel
-    if mode == "valid":
-        return (0, 0, 0, 0)
-    if mode == "down_shifted":
-        return ((kw - 1) // 2, (kw - 1) // 2, kh - 1, 0)
-    if mode == "down_right_shifted":
-        return (kw - 1, 0, kh - 1, 0)
-    pads = []
-    for size, k in ((shape[1], kw), (shape[0], kh)):
-        total = max((math.ceil(size / stride) - 1) * stride + k - size, 0)
-        pads += [total // 2, total - total // 2]
-    return tuple(pads)
 
 
 @pytest.mark.parametrize(

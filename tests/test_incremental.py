@@ -130,19 +130,26 @@ def test_select_reorders_and_repeats_every_cache(model):
     session.start(canvas)
 
     # stop mid-row, so the row caches and the current row both hold state
-    rows = np.array([2, 0, 2, 1])
+    canvas, logits = sample_reordering_at(
+        session, canvas, logits, uniforms, np.array([2, 0, 2, 1]), 13 * W + 5
+    )
+
+    assert np.abs(full_logits(model, canvas) - logits).max() < TOLERANCE
+    # the repeated particle went on identically, from identical uniforms
+    np.testing.assert_array_equal(canvas[0], canvas[2])
+
+
+def sample_reordering_at(session, canvas, logits, uniforms, rows, step):
+    """Samples every pixel through `session`, applying select(rows) before `step`."""
     for k in range(H * W):
         i, j = divmod(k, W)
-        if k == 13 * W + 5:
+        if k == step:
             session.select(rows)
             canvas, logits, uniforms = canvas[rows], logits[rows], uniforms[rows]
         logits[:, i, j] = session.logits_at(i, j)
         canvas[:, 0, i, j] = draw(logits[:, i, j], uniforms[:, i, j])
         session.set_pixel(i, j, canvas[:, 0, i, j])
-
-    assert np.abs(full_logits(model, canvas) - logits).max() < TOLERANCE
-    # the repeated particle went on identically, from identical uniforms
-    np.testing.assert_array_equal(canvas[0], canvas[2])
+    return canvas, logits
 
 
 def test_pixels_skipped_on_the_way_get_their_logits_too(model):

@@ -11,7 +11,16 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from test_incremental import CONFIGS, TOLERANCE, H, W, draw, full_logits, make_model, sample_cached
+from test_incremental import (
+    CONFIGS,
+    TOLERANCE,
+    H,
+    W,
+    full_logits,
+    make_model,
+    sample_cached,
+    sample_reordering_at,
+)
 
 from engine.errors import PixelCNNError
 from engine.incremental import CacheLayout, TorchIncrementalSession
@@ -107,15 +116,9 @@ def test_select_reorders_every_cache(exported, kind):
     logits = np.zeros((2, H, W), np.float32)
     session.start(canvas)
 
-    rows = np.array([1, 1, 0])
-    for k in range(H * W):
-        i, j = divmod(k, W)
-        if k == 20 * W + 9:
-            session.select(rows)
-            canvas, logits, uniforms = canvas[rows], logits[rows], uniforms[rows]
-        logits[:, i, j] = session.logits_at(i, j)
-        canvas[:, 0, i, j] = draw(logits[:, i, j], uniforms[:, i, j])
-        session.set_pixel(i, j, canvas[:, 0, i, j])
+    canvas, logits = sample_reordering_at(
+        session, canvas, logits, uniforms, np.array([1, 1, 0]), 20 * W + 9
+    )
 
     assert np.abs(full_logits(model, canvas) - logits).max() < TOLERANCE
     np.testing.assert_array_equal(canvas[0], canvas[1])

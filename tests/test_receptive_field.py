@@ -140,7 +140,7 @@ def test_raster_previous_counts_every_pixel_before():
 # ---------------------------------------------------------------- padding arithmetic
 
 
-def torch_padding(mode, kernel, shape, stride):
+def documented_padding(mode, kernel, shape, stride):
     """The documented rules, written out here apart from the engine."""
     kh, kw = kernel
     if mode == "valid":
@@ -170,7 +170,7 @@ def test_output_size_matches_conv2d_on_the_padded_tensor(mode, rows, columns, kh
         stride = 1
     if mode == "down_shifted" and kw % 2 == 0:
         kw += 1
-    pads = torch_padding(mode, (kh, kw), (rows, columns), stride)
+    pads = documented_padding(mode, (kh, kw), (rows, columns), stride)
     if rows + pads[2] + pads[3] < kh or columns + pads[0] + pads[1] < kw:
         with pytest.raises(PixelCNNError):
             layer_shapes(mode, (kh, kw), (rows, columns), stride)
