@@ -31,8 +31,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # the tags go last so that no key of the state can overwrite them
     payload = {**state, "format": FORMAT, "version": FORMAT_VERSION}
-    # TODO: a kill -9 mid-write leaves <name>.<random>.tmp behind; nothing removes it,
-    # because another process may be writing that very file at the time
+    # a kill -9 mid-write leaves <name>.<random>.tmp behind; the next training run in
+    # that folder removes it once it holds the folder's lock (engine.run_folder)
     try:
         with atomic_file(path) as stream:
             torch.save(payload, stream)

@@ -9,6 +9,7 @@ Writes <out>/last.pt (resumable, also on Ctrl-C or SIGTERM), <out>/best.pt
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -36,6 +37,7 @@ from engine.data import (
 from engine.errors import PixelCNNError
 from engine.evaluate import dataset_nll
 from engine.model import ARCHITECTURES, ModelConfig, build_model, count_parameters
+from engine.run_folder import hold_run_folder
 
 log = logging.getLogger(__name__)
 SCHEDULES = ("cosine", "constant")
@@ -457,21 +459,32 @@ def main(argv=None) -> int:
     previous_handlers = {
         number: signal.signal(number, request_stop) for number in (signal.SIGINT, signal.SIGTERM)
     }
+    try:
+        # under torchrun only rank 0 writes checkpoints, so only it holds the folder
+        is_main = int(os.environ.get("RANK", "0")) == 0
+        with (
+            hold_run_folder(args.out, create=not args.resume)
+            if is_main
+            else contextlib.nullcontext()
+        ):
+            return train_until_done_or_stopped(args)
+    except PixelCNNError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        for number, handler in previous_handlers.items():
+            signal.signal(number, handler)
+
+
+def train_until_done_or_stopped(args) -> int:
     trainer = None
     try:
         train_config, model_config, state = configs_from_args(args)
         trainer = Trainer(train_config, model_config, state)
         return run_with_progress(trainer, show_bar=not args.no_progress)
-    except PixelCNNError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except Interrupted:
-        try:
-            trainer.save("last.pt")
-        except PixelCNNError as error:
-            # a full disk as the run stops: say so, the older last.pt stays
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+        # a full disk as the run stops raises PixelCNNError here; the older last.pt stays
+        trainer.save("last.pt")
         if trainer.dist.is_main:
             print(
                 f"\nstopped; resume with: python -m engine.train --out {trainer.out} --resume",
@@ -483,8 +496,6 @@ def main(argv=None) -> int:
         print("\nstopped at once; last.pt is the one saved before", file=sys.stderr)
         return 130
     finally:
-        for number, handler in previous_handlers.items():
-            signal.signal(number, handler)
         if trainer is not None:
             trainer.dist.close()
 

@@ -185,7 +185,7 @@ def test_ctrl_c_to_torchrun_saves_a_run_that_resumes_on_one_process(small_mnist,
     # the workers stopped together after a whole step, and rank 0 alone saved it
     assert err_text.count("resume with") == 1, err_text
     assert "Traceback" not in err_text.split("resume with")[0]
-    assert {p.name for p in out.iterdir()} <= {"last.pt", "best.pt", "metrics.jsonl"}
+    assert {p.name for p in out.iterdir()} <= {"last.pt", "best.pt", "metrics.jsonl", ".lock"}
     stopped = load_checkpoint(out / "last.pt")
     assert 0 < stopped["step"] < 20 * STEPS
 
