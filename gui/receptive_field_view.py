@@ -224,6 +224,7 @@ class ReceptiveFieldView(QWidget):
         self._status = QLabel()
         self._legend = QLabel(self._legend_html())
         self._legend.setTextFormat(Qt.TextFormat.RichText)
+        self._legend.setWordWrap(True)
 
         # layout
         controls = QHBoxLayout()
@@ -516,22 +517,25 @@ class ReceptiveFieldView(QWidget):
 
     @staticmethod
     def _legend_html() -> str:
-        def swatch(color, text=""):
+        # each entry stays on one line; the legend wraps between entries on a narrow screen
+        def entry(swatches, text):
+            return f"<span style='white-space:nowrap'>{swatches}&nbsp;{text}</span>"
+
+        def swatch(color):
             r, g, b = (int(c) for c in color)
-            block = f"<span style='background-color:rgb({r},{g},{b});'>&nbsp;&nbsp;</span>"
-            return block + (f"&nbsp;{text}&nbsp;&nbsp;&nbsp;&nbsp;" if text else "")
+            return f"<span style='background-color:rgb({r},{g},{b});'>&nbsp;&nbsp;</span>"
 
         ramp = "".join(
             swatch(MAP_TABLE[index]) for index in np.linspace(RAMP_FIRST, RAMP_LAST, 8).astype(int)
         )
-        return (
-            ramp
-            + f"&nbsp;depends on it: |gradient|, log scale over {DECADES} decades&nbsp;&nbsp;"
-            + swatch(COLORS[MISSED], "before it, not seen")
-            + swatch(COLORS[FUTURE], "the pixel and after it: must stay empty")
-            + swatch(COLORS[LEAKED], "depends on the future (a bug)")
-            + "<span style='color:#ff28c8'><b>&#9633;</b></span> the pixel"
-        )
+        entries = [
+            entry(ramp, f"depends on it: |gradient|, log scale over {DECADES} decades"),
+            entry(swatch(COLORS[MISSED]), "before it, not seen"),
+            entry(swatch(COLORS[FUTURE]), "the pixel and after it: must stay empty"),
+            entry(swatch(COLORS[LEAKED]), "depends on the future (a bug)"),
+            entry("<span style='color:#ff28c8'><b>&#9633;</b></span>", "the pixel"),
+        ]
+        return "&nbsp;&nbsp;&nbsp; ".join(entries)
 
 
 if __name__ == "__main__":

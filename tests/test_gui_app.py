@@ -253,6 +253,23 @@ def test_the_explanatory_views_become_tabs_and_the_last_tab_is_kept(
     again.close()
 
 
+# a common small laptop screen, less the window frame
+SMALL_SCREEN_WIDTH = 1024 - 24
+
+
+def test_the_window_with_every_tab_fits_a_1024_pixel_wide_screen(qtbot, settings_path, checkpoint):
+    window = make_window(qtbot, settings_path, checkpoint, extra_views=True)
+    assert window.tabs.count() > 1
+    needed = {
+        window.tabs.tabText(k): window.tabs.widget(k).minimumSizeHint().width()
+        for k in range(window.tabs.count())
+    }
+    window.close()
+
+    assert max(needed.values()) <= SMALL_SCREEN_WIDTH, needed
+    assert window.minimumSizeHint().width() <= SMALL_SCREEN_WIDTH
+
+
 def test_main_starts_and_quits_in_process(qtbot, settings_path, checkpoint):
     import main
 
