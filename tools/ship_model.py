@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # the exporters' own progress lines (rewrite rules applied, folding skipped) are noise here
-    for exporter in ("onnxscript", "torch.onnx"):
+    for exporter in ("onnxscript", "onnx_ir", "torch.onnx"):
         logging.getLogger(exporter).setLevel(logging.WARNING)
     try:
         result = ship(Path(args.run), Path(args.assets), args.data, args.limit)
