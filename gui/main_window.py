@@ -37,6 +37,26 @@ MODEL_FILTER = "Models (*.onnx *.pt);;ONNX models (*.onnx);;Torch checkpoints (*
 MAX_BRUSH = 8
 
 
+def model_label_text(loaded: LoadedModel) -> str:
+    """The status bar's model entry: file, kind, provider and test NLL where known."""
+    text = f"model {loaded.path.name} · {loaded.kind} · {loaded.provider}"
+    if loaded.test_nats is not None:
+        text += f" · {loaded.test_nats:.2f} nats/digit"
+    return text
+
+
+def model_tooltip(loaded: LoadedModel) -> str:
+    if loaded.test_nats is None:
+        return f"{loaded.path}\nNo test figures are saved with this model."
+    digits = loaded.test_figures.get("digits")
+    on = f"{digits:,} " if isinstance(digits, int) else ""
+    return (
+        f"{loaded.path}\nNegative log-likelihood on {on}fixed-seed binarized MNIST test "
+        f"digits: {loaded.test_nats:.2f} nats per digit, lower is better "
+        "(PixelCNN, van den Oord et al. 2016: 81.30)."
+    )
+
+
 class MainWindow(QtWidgets.QMainWindow):
     """The studio. `model_path` is opened on start; a failure is shown, not raised.
 
@@ -310,8 +330,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
         self.model = loaded
         self.panel.set_fast_available(loaded.fast_sampler)
-        self.model_label.setText(f"model {loaded.path.name} · {loaded.kind} · {loaded.provider}")
-        self.model_label.setToolTip(str(loaded.path))
+        self.model_label.setText(model_label_text(loaded))
+        self.model_label.setToolTip(model_tooltip(loaded))
         self.setWindowTitle(f"PixelCNN studio — {loaded.path.name}")
         self.statusBar().showMessage(f"Opened {loaded.describe()}.", 5000)
         self._rebuild_extra_tabs()

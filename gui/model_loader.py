@@ -31,6 +31,8 @@ class LoadedModel:
     kind: str  # "onnx" or "torch"
     provider: str  # "CUDA" or "CPU"
     cached: object | None = None  # a backend with incremental(), for the fast sampler
+    # the test figures saved with the model (engine.evaluate), where it has them
+    test_figures: dict | None = None
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -54,6 +56,13 @@ class LoadedModel:
 
     def describe(self) -> str:
         return f"{self.path.name} ({self.kind}, {self.provider})"
+
+    @property
+    def test_nats(self) -> float | None:
+        """Nats per image on the fixed-seed binarized MNIST test set, if measured."""
+        figures = self.test_figures if isinstance(self.test_figures, dict) else {}
+        value = figures.get("nats_per_image")
+        return float(value) if isinstance(value, int | float) else None
 
 
 def network_threads() -> int:
@@ -99,7 +108,8 @@ def load_model_file(path: str | os.PathLike, device: str = "auto") -> LoadedMode
         cached = cached_onnx(path, device) or cached_companion(
             path.with_suffix(".pt"), backend.config
         )
-        loaded = LoadedModel(backend, path, "onnx", backend.provider, cached)
+        figures = backend.metadata.get("test")
+        loaded = LoadedModel(backend, path, "onnx", backend.provider, cached, figures)
     else:
         loaded = load_torch_checkpoint(path, device)
     log.info("opened %s", loaded.describe())
@@ -113,13 +123,14 @@ def load_torch_checkpoint(path: Path, device: str) -> LoadedModel:
     from engine.checkpoint import load_model
 
     limit_torch_threads()
-    model, _ = load_model(path)
+    model, state = load_model(path)
     if device == "cuda" and not torch.cuda.is_available():
         raise PixelCNNError("device cuda was asked for, but torch sees no GPU; use cpu or auto.")
     target = "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
     # both share the one model: full passes for the naive sampler, the cache for the fast
     backend = TorchBackend(model, target)
-    return LoadedModel(backend, path, "torch", target.upper(), cached_backend(model, target))
+    cached = cached_backend(model, target)
+    return LoadedModel(backend, path, "torch", target.upper(), cached, state.get("test"))
 
 
 def cached_backend(model, device: str = "cpu"):

@@ -64,6 +64,27 @@ def test_window_names_the_model_and_the_provider(window, checkpoint):
     assert "CPU" in window.model_label.text()
 
 
+def test_window_shows_the_test_figure_saved_with_the_model(
+    qtbot, settings_path, tmp_path, tiny_model, tiny_config
+):
+    from engine.checkpoint import save_checkpoint
+
+    measured = tmp_path / "measured.pt"
+    test = {"nats_per_image": 83.456, "bits_per_dim": 0.1536, "digits": 10000}
+    state = {"config": tiny_config.to_dict(), "model": tiny_model.state_dict(), "test": test}
+    save_checkpoint(measured, state)
+
+    window = make_window(qtbot, settings_path, measured)
+    assert "83.46 nats/digit" in window.model_label.text()
+    assert "10,000" in window.model_label.toolTip()
+    window.panel.shutdown()
+
+
+def test_window_shows_no_figure_for_a_model_never_measured(window):
+    assert "nats" not in window.model_label.text()
+    assert "No test figures" in window.model_label.toolTip()
+
+
 def test_missing_model_shows_a_message_and_another_can_be_opened(qtbot, settings_path, checkpoint):
     window = make_window(qtbot, settings_path, checkpoint.parent / "absent.onnx")
 
