@@ -408,6 +408,8 @@ def test_missing_data_folder_is_an_error(tmp_path, capsys):
 
 
 def test_resume_without_a_run_is_an_error(tmp_path, capsys):
+    # the folder exists but holds no run; a missing folder is tested in test_run_folder
+    (tmp_path / "empty").mkdir()
     code, error = run_train(["--out", str(tmp_path / "empty"), "--resume"], capsys)
 
     assert code == 2
